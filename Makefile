@@ -1,0 +1,26 @@
+# acon-mm: every target sets the environment up first (idempotent; the first
+# run builds mmcv 2.1.0 from source, ~10 min on 2 cores).
+# Use ACON_MM_ACTIVE_ENV=1 to install into the active (e.g. conda) environment.
+SHELL := /bin/bash
+ifeq ($(ACON_MM_ACTIVE_ENV),1)
+PYTHON ?= python
+else
+PYTHON ?= .venv/bin/python
+endif
+
+.PHONY: setup demo test bench clean
+
+setup:
+	bash tools/setup_env.sh
+
+demo: setup
+	$(PYTHON) tools/demo.py
+
+test: setup
+	$(PYTHON) -m pytest -q tests
+
+bench: setup
+	$(PYTHON) tools/analysis_tools/benchmark_acon.py
+
+clean:
+	rm -rf work_dirs/ data/demo/
