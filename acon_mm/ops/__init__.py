@@ -1,3 +1,8 @@
-from .acon_func import acon, acon_naive
+from .acon_func import (ACON_IMPLS, AconFunction, acon, acon_backend, acon_impl,
+                        acon_naive, get_acon_impl, set_acon_impl)
+from .cpu_kernel import cpu_kernel_error, kernel_cache_dir, load_cpu_kernels
 
-__all__ = ['acon', 'acon_naive']
+__all__ = [
+    'acon', 'acon_naive', 'AconFunction', 'set_acon_impl', 'get_acon_impl', 'acon_impl',
+    'acon_backend', 'ACON_IMPLS', 'load_cpu_kernels', 'cpu_kernel_error', 'kernel_cache_dir'
+]

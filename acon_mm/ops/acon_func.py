@@ -6,15 +6,85 @@ Every member of the family is the smooth maximum of two linear units,
 
 with ``p1 = 1, p2 = 0`` for ACON-A / Swish-beta, ``p1 = 1, p2 = p`` for ACON-B and
 learnable ``p1, p2`` for ACON-C / meta-ACON-C. :func:`acon` is what the layers in
-:mod:`acon_mm.activations` call; its implementation can be swapped (naive autograd
-formula vs. fused kernels) without touching the layers.
+:mod:`acon_mm.activations` call.
+
+Implementations (chosen with :func:`set_acon_impl`, the context manager
+:func:`acon_impl` or the environment variable ``ACON_MM_IMPL``):
+
+* ``'auto'`` (default) and ``'fused'``: :class:`AconFunction`, a custom autograd
+  function that saves only the input (plus the per-channel parameters and the small
+  beta tensor), recomputes the gate in backward and reduces the parameter gradients
+  per channel. Its arithmetic runs in a fused kernel: the compiled C++/OpenMP
+  kernel on CPU (:mod:`acon_mm.ops.cpu_kernel`), Triton on CUDA
+  (:mod:`acon_mm.ops.triton_kernel`), or PyTorch ops where neither is available
+  (same memory, slower). Under ``torch.compile`` (and ``torch.jit.trace``) both use
+  the plain formula, which inductor fuses itself.
+* ``'torch'``: :class:`AconFunction` with PyTorch ops only (memory efficient).
+* ``'naive'``: :func:`acon_naive`, the plain autograd formula (as the official code).
+
+With ``d = p1 - p2``, ``u = d x``, ``s = sigmoid(beta u)`` and
+``g = s + u beta s (1 - s)`` the gradients are
+
+    dx = gout (d g + p2),  dp1 = sum gout x g,  dp2 = sum gout x (1 - g),
+    dbeta = sum gout u^2 s (1 - s),
+
+the sums running over the dimensions in which the parameter is broadcast.
 """
-from typing import Optional
+import contextlib
+import os
+import warnings
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-__all__ = ['acon', 'acon_naive']
+from .cpu_kernel import load_cpu_kernels
+
+__all__ = [
+    'acon', 'acon_naive', 'AconFunction', 'set_acon_impl', 'get_acon_impl',
+    'acon_impl', 'acon_backend', 'ACON_IMPLS'
+]
+
+#: Valid values of :func:`set_acon_impl` / ``ACON_MM_IMPL``.
+ACON_IMPLS = ('auto', 'fused', 'torch', 'naive')
+_HALF = (torch.float16, torch.bfloat16)
+#: Longest contiguous run one kernel work item handles.
+_SEG = 1024
+
+
+def _check_impl(name: str, source: str) -> str:
+    if name not in ACON_IMPLS:
+        raise ValueError(f'{source}: unknown ACON implementation {name!r}; '
+                         f'valid ones are {list(ACON_IMPLS)}')
+    return name
+
+
+_impl = _check_impl(os.environ.get('ACON_MM_IMPL', 'auto') or 'auto',
+                    'environment variable ACON_MM_IMPL')
+
+
+def set_acon_impl(name: str) -> None:
+    """Select the implementation used by :func:`acon` (see module docstring)."""
+    global _impl
+    _impl = _check_impl(name, 'set_acon_impl')
+
+
+def get_acon_impl() -> str:
+    """The implementation :func:`acon` uses now."""
+    return _impl
+
+
+@contextlib.contextmanager
+def acon_impl(name: str) -> Iterator[None]:
+    """Context manager: use implementation ``name`` inside the ``with`` block."""
+    global _impl
+    old = _impl
+    set_acon_impl(name)
+    try:
+        yield
+    finally:
+        _impl = old
 
 
 def acon_naive(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
@@ -32,7 +102,7 @@ def acon_naive(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
         (computed in float32 for half-precision inputs).
     """
     dtype = x.dtype
-    xf = x.float() if dtype in (torch.float16, torch.bfloat16) else x
+    xf = x.float() if dtype in _HALF else x
     if p1 is None and p2 is None:
         dpx = xf
     elif p2 is None:
@@ -47,7 +117,317 @@ def acon_naive(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
     return out.to(dtype)
 
 
+# --------------------------------------------------------------------------
+# Kernel layout: x as (N, C, L), per-channel d and q, beta with (n, c, l) strides
+# --------------------------------------------------------------------------
+class _Layout:
+    __slots__ = ('N', 'C', 'L', 'd', 'q', 'beta', 'bsn', 'bsc', 'bsl', 'bshape')
+
+    @property
+    def nseg(self) -> int:
+        return (self.L + _SEG - 1) // _SEG
+
+
+def _padded(shape, ndim: int) -> tuple:
+    return (1, ) * (ndim - len(shape)) + tuple(shape)
+
+
+def _channel_vector(p: Tensor, ndim: int, C: int, dtype) -> Optional[Tensor]:
+    """``p`` as a (C,) vector, or ``None`` if it varies along another dimension."""
+    if p.dim() > ndim:
+        return None
+    shape = _padded(p.shape, ndim)
+    if any(s != 1 for i, s in enumerate(shape) if i != 1):
+        return None
+    return p.detach().reshape(-1).to(dtype).expand(C)
+
+
+def _layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
+            dtype) -> Optional[_Layout]:
+    """The kernels' view of the arguments, or ``None`` if they need the generic path."""
+    ndim = x.dim()
+    if ndim < 2:
+        return None
+    N, C = x.shape[0], x.shape[1]
+    L = x[0, 0].numel()
+    v1 = v2 = None
+    if p1 is not None:
+        v1 = _channel_vector(p1, ndim, C, dtype)
+        if v1 is None:
+            return None
+    if p2 is not None:
+        v2 = _channel_vector(p2, ndim, C, dtype)
+        if v2 is None:
+            return None
+    if beta.dim() > ndim:
+        return None
+    bshape = _padded(beta.shape, ndim)
+    Nb, Cb, spatial = bshape[0], bshape[1], bshape[2:]
+    b = beta.detach().reshape(bshape)
+    if all(s == 1 for s in spatial):
+        Lb = 1
+    else:
+        if Cb != 1:  # varies over channels and pixels: generic path
+            return None
+        if tuple(spatial) != tuple(x.shape[2:]):
+            b = b.expand(bshape[:2] + tuple(x.shape[2:]))
+        Lb = L
+    lay = _Layout()
+    lay.N, lay.C, lay.L = N, C, L
+    if v1 is None and v2 is None:
+        d, q = torch.ones(C, dtype=dtype), torch.zeros(C, dtype=dtype)
+    elif v2 is None:
+        d, q = v1.contiguous(), torch.zeros(C, dtype=dtype)
+    elif v1 is None:
+        d, q = (1 - v2).contiguous(), v2.contiguous()
+    else:
+        d, q = (v1 - v2).contiguous(), v2.contiguous()
+    lay.d, lay.q = d.to(x.device), q.to(x.device)
+    lay.beta = b.to(dtype).reshape(Nb, Cb, Lb).contiguous()
+    lay.bsn = Cb * Lb if Nb > 1 else 0
+    lay.bsc = Lb if Cb > 1 else 0
+    lay.bsl = 1 if Lb > 1 else 0
+    lay.bshape = bshape
+    return lay
+
+
+def _compute_dtype(x: Tensor):
+    return torch.float32 if x.dtype in _HALF else x.dtype
+
+
+def _as_input_layout(y: Tensor, x: Tensor) -> Tensor:
+    """Give the (contiguous) result the memory format of a channels-last input."""
+    y = y.view(x.shape)
+    if x.dim() == 4 and not x.is_contiguous() and \
+            x.is_contiguous(memory_format=torch.channels_last):
+        y = y.contiguous(memory_format=torch.channels_last)
+    return y
+
+
+# --------------------------------------------------------------------------
+# Backends: each maps (input, layout) to the output, and (grad, input, layout) to
+# dx plus the per-(n, c) sums A = sum gout x g, B = sum gout x, Db = sum gout u^2
+# s (1 - s) (or, for a per-pixel beta, dbeta per (n, l)).
+# --------------------------------------------------------------------------
+def _cpu_fwd(xc: Tensor, lay: _Layout) -> Tensor:
+    kern = load_cpu_kernels()
+    xc = xc.to(_compute_dtype(xc))
+    y = torch.empty_like(xc, memory_format=torch.contiguous_format)
+    if xc.numel():
+        suf = 'f64' if xc.dtype == torch.float64 else 'f32'
+        kern.fwd[suf](xc.data_ptr(), y.data_ptr(), lay.d.data_ptr(), lay.q.data_ptr(),
+                      lay.beta.data_ptr(), lay.N, lay.C, lay.L, lay.bsn, lay.bsc, lay.bsl,
+                      _SEG, torch.get_num_threads())
+    return y
+
+
+def _cpu_bwd(go: Tensor, xc: Tensor, lay: _Layout):
+    kern = load_cpu_kernels()
+    xc = xc.to(_compute_dtype(xc))
+    go = go.to(xc.dtype)
+    dx = torch.empty_like(xc, memory_format=torch.contiguous_format)
+    sums = torch.zeros(lay.N, lay.C, lay.nseg, 3, dtype=torch.float64)
+    dbp = torch.zeros(lay.N, lay.L, dtype=xc.dtype) if lay.bsl else None
+    if xc.numel():
+        suf = 'f64' if xc.dtype == torch.float64 else 'f32'
+        kern.bwd[suf](go.data_ptr(), xc.data_ptr(), dx.data_ptr(), lay.d.data_ptr(),
+                      lay.q.data_ptr(), lay.beta.data_ptr(), lay.N, lay.C, lay.L, lay.bsn,
+                      lay.bsc, lay.bsl, _SEG,
+                      sums.data_ptr(), dbp.data_ptr() if dbp is not None else None,
+                      torch.get_num_threads())
+    sums = sums.sum(2)
+    return dx, sums[..., 0], sums[..., 1], (dbp if lay.bsl else sums[..., 2])
+
+
+def _triton_fwd(xc: Tensor, lay: _Layout) -> Tensor:
+    from .triton_kernel import acon_fwd_triton
+    return acon_fwd_triton(xc, lay)
+
+
+def _triton_bwd(go: Tensor, xc: Tensor, lay: _Layout):
+    from .triton_kernel import acon_bwd_triton
+    return acon_bwd_triton(go, xc, lay)
+
+
+_KERNELS = {'cpu': (_cpu_fwd, _cpu_bwd), 'triton': (_triton_fwd, _triton_bwd)}
+
+
+def _broadcast_params(p1, p2, dtype):
+    """(d, q) as broadcastable tensors in ``dtype`` (q is ``None`` for p2 = 0)."""
+    if p1 is None and p2 is None:
+        return None, None
+    q = p2.to(dtype) if p2 is not None else None
+    if p1 is None:
+        return 1 - q, q
+    d = p1.to(dtype) if q is None else p1.to(dtype) - q
+    return d, q
+
+
+def _sum_to(g: Tensor, p: Tensor) -> Tensor:
+    """Reduce a broadcast gradient to the shape (and dtype) of parameter ``p``."""
+    return g.sum_to_size(_padded(p.shape, g.dim())).reshape(p.shape).to(p.dtype)
+
+
+class AconFunction(torch.autograd.Function):
+    """Memory-efficient ACON: saves the input only, recomputes in backward.
+
+    ``AconFunction.apply(x, p1, p2, beta, backend)`` with ``backend`` one of
+    ``'cpu'`` (compiled kernel), ``'triton'`` (CUDA) or ``'torch'`` (PyTorch ops;
+    also used where a kernel does not support the argument shapes). Saved for
+    backward: ``x`` (as given, no copy), ``p1``, ``p2`` and ``beta``.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
+                backend: str) -> Tensor:
+        dtype = _compute_dtype(x)
+        lay = _layout(x, p1, p2, beta, dtype) if backend in _KERNELS else None
+        if lay is None:
+            backend = 'torch'
+        ctx.backend = backend
+        ctx.save_for_backward(x, p1, p2, beta)
+        if backend == 'torch':
+            xf = x.detach().to(dtype)
+            d, q = _broadcast_params(p1, p2, dtype)
+            u = xf if d is None else d * xf
+            y = torch.sigmoid(beta.detach().to(dtype) * u).mul_(u)
+            if q is not None:
+                y = y.add_(q * xf)
+            return y.to(x.dtype)
+        y = _KERNELS[backend][0](x.detach().contiguous(), lay)
+        return _as_input_layout(y.to(x.dtype), x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gout: Tensor):
+        x, p1, p2, beta = ctx.saved_tensors
+        need_x, need_p1, need_p2, need_beta = ctx.needs_input_grad[:4]
+        dtype = _compute_dtype(x)
+        dx = dp1 = dp2 = dbeta = None
+        if ctx.backend == 'torch':
+            xf = x.to(dtype)
+            gf = gout.to(dtype)
+            bf = beta.to(dtype)
+            d, q = _broadcast_params(p1, p2, dtype)
+            u = xf if d is None else d * xf
+            s = torch.sigmoid(bf * u)
+            ss = s * (1 - s)
+            g = s + bf * u * ss
+            if need_x:
+                dgate = g if d is None else d * g
+                if q is not None:
+                    dgate = dgate + q
+                dx = (gf * dgate).to(x.dtype)
+            if need_p1 or need_p2:
+                gx = gf * xf
+                gxg = gx * g
+                if need_p1:
+                    dp1 = _sum_to(gxg, p1)
+                if need_p2:
+                    dp2 = _sum_to(gx - gxg, p2)
+            if need_beta:
+                dbeta = _sum_to(gf * u * u * ss, beta)
+            return dx, dp1, dp2, dbeta, None
+        lay = _layout(x, p1, p2, beta, dtype)
+        dxc, A, B, Db = _KERNELS[ctx.backend][1](gout.contiguous(), x.contiguous(), lay)
+        if need_x:
+            dx = dxc.view(x.shape).to(x.dtype)
+        ndim = x.dim()
+        cshape = (1, lay.C) + (1, ) * (ndim - 2)
+        if need_p1:
+            dp1 = _sum_to(A.sum(0).view(cshape), p1)
+        if need_p2:
+            dp2 = _sum_to((B - A).sum(0).view(cshape), p2)
+        if need_beta:
+            if lay.bsl:  # per-pixel beta: Db is (N, L)
+                gb = Db.view((lay.N, 1) + tuple(x.shape[2:]))
+            else:
+                gb = Db.view((lay.N, lay.C) + (1, ) * (ndim - 2))
+            dbeta = _sum_to(gb, beta)
+        return dx, dp1, dp2, dbeta, None
+
+
+# --------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------
+_warned_fallback = set()
+
+
+def _triton_available() -> bool:
+    try:
+        from .triton_kernel import triton_available
+    except ImportError:
+        return False
+    return triton_available()
+
+
+def acon_backend(x: Tensor, impl: Optional[str] = None) -> str:
+    """The backend :func:`acon` uses for ``x``: ``'naive'``, ``'cpu'``, ``'triton'``
+    or ``'torch'`` (the compiled-kernel-free fused function)."""
+    impl = _impl if impl is None else _check_impl(impl, 'acon_backend')
+    if impl == 'naive' or _is_compiling():
+        return 'naive'
+    if impl == 'torch':
+        return 'torch'
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        return 'torch'
+    if x.device.type == 'cpu':
+        if load_cpu_kernels() is not None:
+            return 'cpu'
+    elif x.device.type == 'cuda' and x.dtype != torch.float64:
+        if _triton_available():
+            return 'triton'
+        if 'triton' not in _warned_fallback:
+            _warned_fallback.add('triton')
+            warnings.warn('acon_mm: Triton is not available; fused ACON on CUDA uses '
+                          'the PyTorch fused function (memory efficient, slower)')
+    return 'torch'
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and hasattr(compiler, 'is_compiling') and compiler.is_compiling():
+        return True
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+def _check_args(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f'acon: x must be a Tensor, got {type(x).__name__}')
+    for name, t in (('p1', p1), ('p2', p2), ('beta', beta)):
+        if t is None:
+            if name == 'beta':
+                raise TypeError('acon: beta must be a Tensor, got None')
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f'acon: {name} must be a Tensor or None, got {type(t).__name__}')
+        try:
+            shape = torch.broadcast_shapes(x.shape, t.shape)
+        except RuntimeError:
+            shape = None
+        if shape != x.shape:
+            raise ValueError(f'acon: {name} of shape {tuple(t.shape)} does not broadcast '
+                             f'to the input shape {tuple(x.shape)}')
+
+
 def acon(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
          beta: Tensor) -> Tensor:
-    """ACON, the implementation used by the layers (see :func:`acon_naive`)."""
-    return acon_naive(x, p1, p2, beta)
+    r"""ACON: :math:`(p_1 - p_2) x \sigma(\beta (p_1 - p_2) x) + p_2 x`.
+
+    Args:
+        x (Tensor): input of shape (N, C, \*).
+        p1 (Tensor | None): broadcastable to ``x`` (typically (1, C, 1, 1));
+            ``None`` means 1.
+        p2 (Tensor | None): like ``p1``; ``None`` means 0.
+        beta (Tensor): switching factor broadcastable to ``x``: (1, 1, 1, 1),
+            (1, C, 1, 1), (N, 1, 1, 1), (N, C, 1, 1) or (N, 1, H, W).
+
+    Returns:
+        Tensor: shape and dtype of ``x`` (half-precision inputs are computed in
+        float32). The implementation follows :func:`set_acon_impl`.
+    """
+    backend = acon_backend(x)
+    if backend == 'naive':
+        return acon_naive(x, p1, p2, beta)
+    _check_args(x, p1, p2, beta)
+    return AconFunction.apply(x, p1, p2, beta, backend)

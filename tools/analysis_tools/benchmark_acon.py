@@ -1,0 +1,329 @@
+"""Benchmark the fused ACON implementation against nn.SiLU, nn.ReLU and the naive formula.
+
+Part 1, activations: for every layer (AconA, AconB, AconC, MetaAconC with its switch
+generator, SwishBeta) with the fused and the naive implementation, and for nn.ReLU /
+nn.SiLU, on the activation shapes of ResNet-50's four stages (bottleneck widths,
+batch 8 by default: 64x56x56, 128x28x28, 256x14x14, 512x7x7), it measures
+
+* forward+backward time: median over interleaved repeats (every candidate runs once
+  per round, in a rotating order, so machine noise hits all alike);
+* saved-tensor bytes: the distinct storages autograd keeps for backward
+  (``torch.autograd.graph.saved_tensors_hooks``), as a multiple of the input's bytes.
+
+Times are summed over the four shapes (each shape weighs as it does in a network) and
+printed as ratios to nn.SiLU and to the naive formula, with PASS/FAIL per target:
+ACON-C and SwishBeta <= 1.5x SiLU and saved <= 1.1x the input; meta-ACON-C
+<= 1.6x SiLU (switch generator included) and saved <= 1.2x.
+
+Part 2, a whole RetinaNet-R50 train step (mmdet's ``retinanet_r50_fpn_1x_coco.py``,
+small random images, CPU, forward+backward+SGD step) with the backbone ``ResNetACON``
+built by the same code with ``acon_cfg=dict(type='MetaAconC')`` vs
+``dict(type='ReLU')``; target <= 1.15x.
+
+Usage::
+
+    python tools/analysis_tools/benchmark_acon.py               # full run
+    python tools/analysis_tools/benchmark_acon.py --quick       # fewer repeats, smaller
+    python tools/analysis_tools/benchmark_acon.py --skip-detector --batch 4
+
+The exit status is 0 when all targets pass, 1 otherwise.
+"""
+import argparse
+import copy
+import json
+import os
+import os.path as osp
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+
+import acon_mm  # noqa: E402,F401
+from acon_mm.activations import AconA, AconB, AconC, MetaAconC, SwishBeta  # noqa: E402
+from acon_mm.ops import acon_backend, acon_impl, load_cpu_kernels  # noqa: E402
+
+STAGES = ((64, 56), (128, 28), (256, 14), (512, 7))
+LAYERS = {
+    'AconA': lambda c: AconA(c),
+    'AconB': lambda c: AconB(c),
+    'AconC': lambda c: AconC(c),
+    'MetaAconC': lambda c: MetaAconC(c),
+    'SwishBeta': lambda c: SwishBeta(),
+}
+# layer -> (max time ratio to nn.SiLU, max saved bytes / input bytes)
+TARGETS = {'AconC': (1.5, 1.1), 'SwishBeta': (1.5, 1.1), 'MetaAconC': (1.6, 1.2)}
+DETECTOR_TARGET = 1.15
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--batch', type=int, default=8, help='batch size of the activations')
+    p.add_argument('--repeats', type=int, default=None,
+                   help='timed rounds per shape (default 15, --quick 5)')
+    p.add_argument('--quick', action='store_true',
+                   help='fewer repeats, smaller detector images (a quick check)')
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads')
+    p.add_argument('--skip-detector', action='store_true', help='activations only')
+    p.add_argument('--det-size', type=int, default=None,
+                   help='detector image size (default 320, --quick 224)')
+    p.add_argument('--det-batch', type=int, default=2, help='detector batch size')
+    p.add_argument('--det-repeats', type=int, default=None,
+                   help='timed detector steps per model (default 5, --quick 3)')
+    p.add_argument('--out', default=None, help='write the results as JSON here')
+    return p.parse_args()
+
+
+# --------------------------------------------------------------------------
+# measurement helpers
+# --------------------------------------------------------------------------
+def saved_bytes(fn, *args) -> int:
+    """Bytes of the distinct storages autograd saves for backward while running fn."""
+    storages = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[(s.data_ptr(), s.device)] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args)
+    del out
+    return sum(storages.values())
+
+
+def make_step(module: nn.Module, impl: str, x: torch.Tensor, gout: torch.Tensor):
+    leaf = x.detach().requires_grad_()
+
+    def step():
+        leaf.grad = None
+        with acon_impl(impl):
+            y = module(leaf)
+        y.backward(gout)
+
+    return step
+
+
+def interleaved_median(steps: dict, repeats: int, warmup: int = 2) -> dict:
+    names = list(steps)
+    for _ in range(warmup):
+        for n in names:
+            steps[n]()
+    times = {n: [] for n in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            t0 = time.perf_counter()
+            steps[n]()
+            times[n].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def machine_name() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (f'{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} '
+            f'({torch.get_num_threads()} threads)')
+
+
+# --------------------------------------------------------------------------
+# part 1: activations
+# --------------------------------------------------------------------------
+def bench_activations(args) -> dict:
+    repeats = args.repeats or (5 if args.quick else 15)
+    torch.manual_seed(0)
+    results = {}  # (layer, impl) -> {'time': [per shape], 'saved': [per shape]}
+    rows = []
+    for C, S in STAGES:
+        x = torch.randn(args.batch, C, S, S)
+        gout = torch.randn_like(x)
+        in_bytes = x.numel() * x.element_size()
+        steps, modules = {}, {}
+        for name, m in (('nn.ReLU', nn.ReLU()), ('nn.SiLU', nn.SiLU())):
+            modules[(name, '-')] = m
+        for name, ctor in LAYERS.items():
+            m = ctor(C)
+            with torch.no_grad():  # a realistic operating point, not the init
+                for pname, p in m.named_parameters(recurse=False):
+                    if pname == 'beta':
+                        p.uniform_(0.5, 1.5)
+            for impl in ('fused', 'naive'):
+                modules[(name, impl)] = m
+        for key, m in modules.items():
+            steps[key] = make_step(m, key[1] if key[1] != '-' else 'naive', x, gout)
+        times = interleaved_median(steps, repeats)
+        for key, m in modules.items():
+            impl = key[1] if key[1] != '-' else 'naive'
+            leaf = x.detach().requires_grad_()
+            with acon_impl(impl):
+                sb = saved_bytes(m, leaf)
+            res = results.setdefault(key, {'time': [], 'saved': []})
+            res['time'].append(times[key])
+            res['saved'].append(sb / in_bytes)
+        rows.append((C, S, times))
+        print(f'  {args.batch}x{C}x{S}x{S}: SiLU {times[("nn.SiLU", "-")] * 1e3:.2f} ms, '
+              f'ACON-C fused {times[("AconC", "fused")] * 1e3:.2f} ms, '
+              f'naive {times[("AconC", "naive")] * 1e3:.2f} ms', flush=True)
+    return results
+
+
+def report_activations(results: dict, args) -> tuple:
+    silu = results[('nn.SiLU', '-')]
+    silu_total = sum(silu['time'])
+    shapes = ' '.join(f'{C}x{S}x{S}' for C, S in STAGES)
+    print(f'\nActivations, batch {args.batch}, shapes {shapes}; time = sum over the '
+          'shapes of the median forward+backward time')
+    hdr = (f'{"layer":<10} {"impl":<6} {"time ms":>8} {"/SiLU":>6} {"/naive":>7} '
+           f'{"per-shape /SiLU":>24} {"saved/in":>9}  target')
+    print(hdr)
+    print('-' * len(hdr) + '-' * 24)
+    verdicts = []
+    table = []
+    for key, res in results.items():
+        name, impl = key
+        total = sum(res['time'])
+        r_silu = total / silu_total
+        naive = results.get((name, 'naive'))
+        r_naive = total / sum(naive['time']) if naive else float('nan')
+        per_shape = ' '.join(f'{t / s:.2f}' for t, s in zip(res['time'], silu['time']))
+        saved = max(res['saved'])
+        target = ''
+        if impl == 'fused' and name in TARGETS:
+            tt, ts = TARGETS[name]
+            ok = r_silu <= tt and saved <= ts
+            verdicts.append((f'{name}: time {r_silu:.2f}x SiLU (<= {tt}), saved '
+                             f'{saved:.2f}x input (<= {ts})', ok))
+            target = f'<= {tt}x, <= {ts}x  {"PASS" if ok else "FAIL"}'
+        r_naive_s = f'{r_naive:.2f}' if naive else '-'
+        print(f'{name:<10} {impl:<6} {total * 1e3:8.2f} {r_silu:6.2f} {r_naive_s:>7} '
+              f'{per_shape:>24} {saved:9.2f}  {target}')
+        table.append(dict(layer=name, impl=impl, time_ms=total * 1e3, ratio_silu=r_silu,
+                          ratio_naive=r_naive if naive else None,
+                          per_shape_ratio_silu=[t / s for t, s in
+                                                zip(res['time'], silu['time'])],
+                          saved_over_input=saved))
+    return verdicts, table
+
+
+# --------------------------------------------------------------------------
+# part 2: RetinaNet-R50 train step
+# --------------------------------------------------------------------------
+def build_retinanet(acon_cfg: dict):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')
+    model_cfg = copy.deepcopy(cfg.model)
+    backbone = dict(model_cfg.backbone)
+    backbone.pop('init_cfg', None)  # no pretrained download
+    backbone.update(type='ResNetACON', acon_cfg=acon_cfg)
+    model_cfg.backbone = backbone
+    model = MODELS.build(model_cfg)
+    model.train()
+    return model
+
+
+def make_det_batch(batch: int, size: int, seed: int = 0):
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    g = torch.Generator().manual_seed(seed)
+    inputs, samples = [], []
+    for _ in range(batch):
+        inputs.append((torch.rand(3, size, size, generator=g) * 255).to(torch.uint8))
+        n = 3
+        xy = torch.rand(n, 2, generator=g) * size * 0.6
+        wh = torch.rand(n, 2, generator=g) * size * 0.3 + 16
+        s = DetDataSample(metainfo=dict(img_shape=(size, size), ori_shape=(size, size),
+                                        pad_shape=(size, size), scale_factor=(1., 1.),
+                                        batch_input_shape=(size, size)))
+        s.gt_instances = InstanceData(bboxes=torch.cat([xy, (xy + wh).clamp(max=size)], 1),
+                                      labels=torch.randint(0, 80, (n, ), generator=g))
+        samples.append(s)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def bench_detector(args) -> tuple:
+    from acon_mm.backbones import ResNetACON  # noqa: F401  (fails clearly if missing)
+    size = args.det_size or (224 if args.quick else 320)
+    repeats = args.det_repeats or (3 if args.quick else 5)
+    torch.manual_seed(0)
+    models = {'ReLU': build_retinanet(dict(type='ReLU')),
+              'MetaAconC': build_retinanet(dict(type='MetaAconC'))}
+    data = make_det_batch(args.det_batch, size)
+    steps, saved = {}, {}
+    for name, model in models.items():
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+
+        def step(model=model, opt=opt):
+            batch = model.data_preprocessor(copy.deepcopy(data), True)
+            losses = model(**batch, mode='loss')
+            loss, _ = model.parse_losses(losses)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        steps[name] = step
+
+        def fwd(model=model):
+            batch = model.data_preprocessor(copy.deepcopy(data), True)
+            return model.parse_losses(model(**batch, mode='loss'))[0]
+
+        saved[name] = saved_bytes(fwd)
+    times = interleaved_median(steps, repeats, warmup=1)
+    ratio = times['MetaAconC'] / times['ReLU']
+    print(f'\nRetinaNet-R50 train step (batch {args.det_batch}, {size}x{size}, '
+          f'ResNetACON backbone, same code; median of {repeats} interleaved steps):')
+    for name in models:
+        print(f'  {name:<10} {times[name] * 1e3:9.1f} ms   saved tensors '
+              f'{saved[name] / 2**20:8.1f} MiB')
+    ok = ratio <= DETECTOR_TARGET
+    print(f'  meta-ACON / ReLU: {ratio:.3f}x (target <= {DETECTOR_TARGET})  '
+          f'{"PASS" if ok else "FAIL"}')
+    return ([(f'RetinaNet-R50 meta-ACON train step: {ratio:.3f}x ReLU '
+              f'(<= {DETECTOR_TARGET})', ok)],
+            dict(size=size, batch=args.det_batch, times_ms={k: v * 1e3
+                                                            for k, v in times.items()},
+                 saved_mib={k: v / 2**20 for k, v in saved.items()}, ratio=ratio))
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kern = load_cpu_kernels()
+    print(f'machine: {machine_name()}')
+    print(f'fused backend on CPU: {acon_backend(torch.zeros(1, 1, 1, 1), "fused")}'
+          f'{"" if kern is None else " (" + osp.basename(kern.path) + ")"}')
+    print('Note: ratios are measured in one run; a shared, busy machine makes them noisy.')
+    results = bench_activations(args)
+    verdicts, table = report_activations(results, args)
+    det = None
+    if not args.skip_detector:
+        v, det = bench_detector(args)
+        verdicts += v
+    print('\nTargets:')
+    for text, ok in verdicts:
+        print(f'  {"PASS" if ok else "FAIL"}  {text}')
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(dict(machine=machine_name(), batch=args.batch, activations=table,
+                           detector=det, targets=[dict(text=t, ok=o) for t, o in verdicts]),
+                      f, indent=2)
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())
