@@ -20,6 +20,9 @@ STACK=(
   "mmsegmentation==1.2.2"
   "ftfy" "regex" "pycocotools" "cityscapesscripts" "matplotlib"
   "pytest" "numpy<2" "scipy" "tensorboard"
+  # mmengine's Config resolves `_base_ = 'mmdet::...'` with pkg_resources,
+  # which setuptools >= 81 no longer ships; torch wants >= 77.
+  "setuptools>=77.0.3,<81"
 )
 
 log() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -76,7 +79,7 @@ else
   kill $HB 2>/dev/null || true
   trap - EXIT
   log "mmcv built and installed; restoring setuptools>=77 for torch"
-  "${PIP[@]}" install -q "setuptools>=77.0.3"
+  "${PIP[@]}" install -q "setuptools>=77.0.3,<81"
 fi
 
 log "installing the OpenMMLab stack and tools: ${STACK[*]}"
