@@ -1,0 +1,164 @@
+"""Every config in configs/ loads, builds its model, and says what its name says."""
+import copy
+import glob
+import os.path as osp
+import re
+
+import pytest
+from mmengine.config import Config
+
+from acon_mm.utils.runner_utils import (MissingPretrainedError,
+                                        adapt_cfg_to_device, check_pretrained,
+                                        config_task, set_data_root)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(
+    osp.relpath(p, ROOT)
+    for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
+    if '_base_' not in p)
+FULL = [c for c in CONFIGS if not c.startswith('configs/demo/')]
+ACT_OF = {'relu': 'ReLU', 'swish': 'SwishBeta', 'aconc': 'AconC',
+          'metaacon': 'MetaAconC'}
+
+
+def _load(rel):
+    return Config.fromfile(osp.join(ROOT, rel))
+
+
+def _registry(scope):
+    if scope == 'mmdet':
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    else:
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    return MODELS
+
+
+def test_config_set_is_complete():
+    names = {osp.basename(c) for c in CONFIGS}
+    for depth in ('r50', 'r101'):
+        for act in ACT_OF:
+            assert f'retinanet_{depth}-{act}_fpn_1x_coco.py' in names
+            assert (f'pspnet_{depth}-d8-{act}_4xb2-80k_cityscapes-512x1024.py'
+                    in names)
+    assert 'retinanet_shufflenetv2-1.0x-metaacon_fpn_1x_coco.py' in names
+    assert 'retinanet_r18-aconc_fpn_demo.py' in names
+    assert 'pspnet_r18-d8-aconc_demo.py' in names
+
+
+@pytest.mark.parametrize('rel', CONFIGS)
+def test_config_builds(rel):
+    import acon_mm  # noqa: F401
+    cfg = _load(rel)
+    scope = config_task(cfg)
+    assert cfg.custom_imports == dict(imports=['acon_mm'],
+                                      allow_failed_imports=False), rel
+    with open(osp.join(ROOT, rel)) as f:
+        text = f.read()
+    assert re.search(r"_base_ = '(mmdet::|mmseg::|\./)", text), rel
+    model = _registry(scope).build(copy.deepcopy(cfg.model))
+    bb = cfg.model.backbone
+    assert type(model.backbone).__name__ == bb.type
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params > 1e5, rel
+    # the activation the file name announces
+    name = osp.basename(rel)
+    act = next(a for a in ACT_OF if f'-{a}_' in name)
+    assert bb.acon_cfg.type == ACT_OF[act], rel
+    assert any(type(m).__name__ == ACT_OF[act] for m in model.backbone.modules())
+    if rel.startswith('configs/demo/'):
+        assert bb.init_cfg is None  # the demo trains from scratch
+        return
+    m = re.search(r'_r(\d+)', name)
+    if m:
+        assert bb.depth == int(m.group(1)), rel
+    assert bb.init_cfg.type == 'Pretrained'
+    assert bb.init_cfg.checkpoint.startswith('checkpoints/'), rel
+    if scope == 'mmdet':
+        assert cfg.model.bbox_head.num_classes == 80
+        assert cfg.train_cfg.max_epochs == 12  # stock 1x schedule
+        assert cfg.train_dataloader.dataset.ann_file == \
+            'annotations/instances_train2017.json'
+    else:
+        assert cfg.model.decode_head.num_classes == 19
+        assert cfg.train_cfg.max_iters == 80000  # stock 80k schedule
+        assert bb.norm_cfg.type == 'SyncBN'
+        assert cfg.model.decode_head.norm_cfg.type == 'SyncBN'
+        # output stride 8: strides multiply to 2 after the stride-4 stem
+        assert tuple(bb.strides) == (1, 2, 1, 1)
+        assert tuple(bb.dilations) == (1, 1, 2, 4)
+        assert bb.contract_dilation is True
+
+
+def _strip_act(cfg):
+    d = copy.deepcopy(cfg.to_dict())
+    d['model']['backbone'].pop('acon_cfg')
+    d['model']['backbone'].pop('init_cfg')
+    d.pop('filename', None)
+    return d
+
+
+@pytest.mark.parametrize('family', [
+    'retinanet/retinanet_r50-{}_fpn_1x_coco.py',
+    'retinanet/retinanet_r101-{}_fpn_1x_coco.py',
+    'pspnet/pspnet_r50-d8-{}_4xb2-80k_cityscapes-512x1024.py',
+    'pspnet/pspnet_r101-d8-{}_4xb2-80k_cityscapes-512x1024.py',
+])
+def test_configs_differ_in_the_activation_alone(family):
+    base = _strip_act(_load('configs/' + family.format('relu')))
+    for act in ('swish', 'aconc', 'metaacon'):
+        other = _strip_act(_load('configs/' + family.format(act)))
+        assert other == base, (family, act)
+
+
+def test_missing_pretrained_is_named_with_the_converter():
+    cfg = _load('configs/retinanet/retinanet_r50-aconc_fpn_1x_coco.py')
+    with pytest.raises(MissingPretrainedError) as err:
+        check_pretrained(cfg)
+    msg = str(err.value)
+    assert 'checkpoints/resnet50_acon_mm.pth' in msg
+    assert 'model.backbone.init_cfg.checkpoint' in msg
+    assert 'tools/model_converters/acon_official_to_mm.py' in msg
+    assert 'model.backbone.init_cfg=None' in msg
+    cfg.model.backbone.init_cfg = None
+    check_pretrained(cfg)  # from scratch: nothing to check
+
+
+def test_relu_pretrained_message_says_no_official_weights():
+    cfg = _load('configs/pspnet/pspnet_r101-d8-relu_4xb2-80k_cityscapes-512x1024.py')
+    with pytest.raises(MissingPretrainedError, match='no official ImageNet'):
+        check_pretrained(cfg)
+
+
+def test_cpu_adaptation_replaces_sync_bn_and_backend(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    cfg = _load('configs/pspnet/pspnet_r50-d8-metaacon_4xb2-80k_cityscapes-512x1024.py')
+    msgs = adapt_cfg_to_device(cfg, launcher='pytorch')
+    text = '\n'.join(msgs)
+    assert 'SyncBN replaced by BN' in text and 'model.backbone.norm_cfg' in text
+    assert 'model.decode_head.norm_cfg' in text
+    assert "'gloo'" in text
+    assert 'SyncBN' not in str(cfg.model)
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.model_wrapper_cfg.device_ids is None
+
+
+def test_config_task_rejects_unknown_scope():
+    cfg = Config(dict(default_scope='mmpretrain', model=dict(type='X')))
+    with pytest.raises(ValueError, match='default_scope=.mmpretrain.'):
+        config_task(cfg)
+
+
+def test_set_data_root_rewrites_datasets_and_evaluators(tmp_path):
+    cfg = _load('configs/retinanet/retinanet_r50-relu_fpn_1x_coco.py')
+    set_data_root(cfg, str(tmp_path))
+    root = str(tmp_path) + '/'
+    for s in ('train', 'val', 'test'):
+        assert cfg[f'{s}_dataloader'].dataset.data_root == root
+    assert cfg.val_evaluator.ann_file == root + \
+        'annotations/instances_val2017.json'
+    with pytest.raises(FileNotFoundError, match='nowhere'):
+        set_data_root(cfg, str(tmp_path / 'nowhere'))

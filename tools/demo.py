@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""The acon-mm demo (``make demo``): ACON detection and segmentation, offline.
+
+On a machine without GPU and without any download it
+
+1. generates the demo data (``tools/misc/make_demo_data.py``: COCO-format
+   shapes and Cityscapes-layout street scenes, deterministic from ``--seed``);
+2. trains ``configs/demo/retinanet_r18-aconc_fpn_demo.py`` (RetinaNet with a
+   ResNet-18 ACON-C backbone, from scratch) with ``tools/train.py`` and
+   evaluates the checkpoint with ``tools/test.py``: COCO bbox mAP through
+   pycocotools, raw predictions and drawn predictions saved;
+3. if the time budget allows, does the same for
+   ``configs/demo/pspnet_r18-d8-aconc_demo.py`` (PSPNet, mmseg's IoUMetric);
+4. prints the numbers and where the checkpoints, logs and drawings are.
+
+It runs the same ``main()`` of ``tools/train.py`` / ``tools/test.py`` a user
+calls (in this process, to share the start-up time) and prints the equivalent
+commands. Exit status 1 if the detector's bbox mAP stays below ``--min-map``.
+"""
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import os.path as osp
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+DET_CONFIG = osp.join(ROOT, 'configs/demo/retinanet_r18-aconc_fpn_demo.py')
+SEG_CONFIG = osp.join(ROOT, 'configs/demo/pspnet_r18-d8-aconc_demo.py')
+# measured on 2 CPU cores: a PSPNet demo iteration costs about this many
+# detector demo iterations (both at their demo batch sizes); used to decide
+# whether the segmentation part fits the time budget.
+SEG_ITER_COST = 1.0
+
+
+def _load_tool(name):
+    path = osp.join(ROOT, 'tools', *name.split('/'))
+    spec = importlib.util.spec_from_file_location(
+        'acon_mm_tool_' + name.replace('/', '_').replace('.py', ''), path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
+    p.add_argument('--data-dir', default=osp.join(ROOT, 'data', 'demo'))
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--det-iters', type=int, default=None,
+                   help="detector iterations (default: the config's)")
+    p.add_argument('--seg-iters', type=int, default=None,
+                   help="PSPNet iterations (default: the config's)")
+    p.add_argument('--seg', choices=['auto', 'on', 'off'], default='auto',
+                   help='auto: train the PSPNet if it fits --budget')
+    p.add_argument('--budget', type=float, default=600,
+                   help='seconds the whole demo should take (default 600)')
+    p.add_argument('--min-map', type=float, default=0.5,
+                   help='exit with status 1 if the bbox mAP is below this')
+    return p.parse_args(argv)
+
+
+def _config_for(src, work_dir, iters, seed):
+    """Write the demo config (schedule scaled to ``iters``) into work_dir."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(src)
+    if iters is not None and iters != cfg.train_cfg.max_iters:
+        old = cfg.train_cfg.max_iters
+        cfg.train_cfg.max_iters = iters
+        cfg.train_cfg.val_interval = iters
+        for sch in cfg.param_scheduler:
+            for key in ('begin', 'end', 'T_max'):
+                if key in sch:
+                    sch[key] = max(1, round(sch[key] * iters / old))
+        cfg.default_hooks.checkpoint.interval = max(1, iters // 4)
+    cfg.randomness = dict(seed=seed)
+    os.makedirs(work_dir, exist_ok=True)
+    out = osp.join(work_dir, osp.basename(src))
+    cfg.dump(out)
+    return out, cfg.train_cfg.max_iters
+
+
+def _latest_log(work_dir):
+    logs = sorted(glob.glob(osp.join(work_dir, '2*', '2*.log')))
+    return logs[-1] if logs else ''
+
+
+def _train_metrics(work_dir):
+    found = {}
+    for path in sorted(glob.glob(osp.join(work_dir, '2*', 'vis_data',
+                                          'scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if any(k.startswith(('coco/', 'mIoU')) for k in rec):
+                    found = rec
+    return found
+
+
+def _run(kind, cfg_src, data_root, work_dir, iters, seed, train_tool,
+         test_tool):
+    cfg_file, iters = _config_for(cfg_src, work_dir, iters, seed)
+    train_argv = [cfg_file, '--work-dir', work_dir, '--data-root', data_root]
+    print(f'\n=== {kind}: training {iters} iterations\n    python tools/train.py '
+          + ' '.join(osp.relpath(a, ROOT) if osp.isabs(a) else a
+                     for a in train_argv), flush=True)
+    t0 = time.time()
+    train_tool.main(train_argv)
+    t_train = time.time() - t0
+    ckpt = osp.join(work_dir, f'iter_{iters}.pth')
+    show_dir = osp.join(work_dir, 'show')
+    out = osp.join(work_dir, 'predictions.pkl')
+    test_argv = [cfg_file, ckpt, '--work-dir', osp.join(work_dir, 'test'),
+                 '--data-root', data_root, '--out', out, '--show-dir', show_dir]
+    print(f'\n=== {kind}: evaluating\n    python tools/test.py '
+          + ' '.join(osp.relpath(a, ROOT) if osp.isabs(a) else a
+                     for a in test_argv), flush=True)
+    t1 = time.time()
+    metrics = test_tool.main(test_argv)
+    t_test = time.time() - t1
+    drawn = show_dir if kind == 'detection' else osp.join(
+        show_dir, 'vis_data', 'vis_image')
+    return dict(kind=kind, config=cfg_file, iters=iters, checkpoint=ckpt,
+                log=_latest_log(work_dir), metrics=metrics,
+                train_metrics=_train_metrics(work_dir), predictions=out,
+                drawn=drawn, t_train=t_train, t_test=t_test)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t_start = time.time()
+    make_data = _load_tool('misc/make_demo_data.py')
+    print(f'=== data: generating the demo datasets in {args.data_dir}',
+          flush=True)
+    make_data.main(['--out-dir', args.data_dir, '--seed', str(args.seed)])
+    train_tool = _load_tool('train.py')
+    test_tool = _load_tool('test.py')
+    results = [
+        _run('detection', DET_CONFIG, osp.join(args.data_dir, 'coco'),
+             osp.join(args.work_dir, 'retinanet_r18-aconc_fpn_demo'),
+             args.det_iters, args.seed, train_tool, test_tool)
+    ]
+    det = results[0]
+    elapsed = time.time() - t_start
+    run_seg = args.seg == 'on'
+    seg_note = 'skipped (--seg off)'
+    if args.seg == 'auto':
+        from mmengine.config import Config
+        seg_iters = args.seg_iters or Config.fromfile(
+            SEG_CONFIG).train_cfg.max_iters
+        est = (det['t_train'] / det['iters'] * SEG_ITER_COST * seg_iters +
+               det['t_test'] + 20)
+        run_seg = elapsed + est <= args.budget
+        if not run_seg:
+            seg_note = (f'skipped: {elapsed:.0f} s used, the PSPNet needs about '
+                        f'{est:.0f} s more than the {args.budget:.0f} s budget '
+                        'allows (run with --seg on)')
+    if run_seg:
+        results.append(
+            _run('segmentation', SEG_CONFIG,
+                 osp.join(args.data_dir, 'cityscapes'),
+                 osp.join(args.work_dir, 'pspnet_r18-d8-aconc_demo'),
+                 args.seg_iters, args.seed, train_tool, test_tool))
+    total = time.time() - t_start
+    _summary(results, total, seg_note if not run_seg else '', args)
+    mAP = float(det['metrics'].get('coco/bbox_mAP', 0.0))
+    return 0 if mAP >= args.min_map else 1
+
+
+def _summary(results, total, seg_note, args):
+    line = '=' * 72
+    print(f'\n{line}\nacon-mm demo finished in {total:.0f} s '
+          f'({os.cpu_count()} CPU cores visible)')
+    for r in results:
+        m = r['metrics']
+        print(f'\n{r["kind"]}: {osp.relpath(r["config"], ROOT)} '
+              f'({r["iters"]} iterations, train {r["t_train"]:.0f} s, '
+              f'test {r["t_test"]:.0f} s)')
+        if r['kind'] == 'detection':
+            keys = ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75',
+                    'coco/bbox_mAP_s', 'coco/bbox_mAP_m', 'coco/bbox_mAP_l']
+            ok = float(m.get('coco/bbox_mAP', 0)) >= args.min_map
+            print(f'  COCO bbox mAP (pycocotools) = {m.get("coco/bbox_mAP")} '
+                  f'[target >= {args.min_map}: {"met" if ok else "NOT met"}]')
+            print('  ' + ', '.join(f'{k.split("/")[-1]}={m.get(k)}'
+                                   for k in keys[1:]))
+            tm = r['train_metrics'].get('coco/bbox_mAP')
+        else:
+            print(f'  mIoU (mmseg IoUMetric) = {m.get("mIoU")} %, '
+                  f'aAcc = {m.get("aAcc")} %, mAcc = {m.get("mAcc")} %')
+            tm = r['train_metrics'].get('mIoU')
+        print(f'  (validation at the end of training reported {tm})')
+        print(f'  checkpoint:        {r["checkpoint"]}')
+        print(f'  training log:      {r["log"]}')
+        print(f'  raw predictions:   {r["predictions"]}')
+        print(f'  drawn predictions: {r["drawn"]}')
+    if seg_note:
+        print(f'\nsegmentation: {seg_note}')
+    print(line, flush=True)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
