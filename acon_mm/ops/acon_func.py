@@ -149,7 +149,9 @@ def _layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
     if ndim < 2:
         return None
     N, C = x.shape[0], x.shape[1]
-    L = x[0, 0].numel()
+    L = 1
+    for s in x.shape[2:]:
+        L *= s
     v1 = v2 = None
     if p1 is not None:
         v1 = _channel_vector(p1, ndim, C, dtype)
@@ -274,7 +276,8 @@ class AconFunction(torch.autograd.Function):
     ``AconFunction.apply(x, p1, p2, beta, backend)`` with ``backend`` one of
     ``'cpu'`` (compiled kernel), ``'triton'`` (CUDA) or ``'torch'`` (PyTorch ops;
     also used where a kernel does not support the argument shapes). Saved for
-    backward: ``x`` (as given, no copy), ``p1``, ``p2`` and ``beta``.
+    backward: ``x`` (as given, no copy), ``p1``, ``p2`` and ``beta``, plus the
+    kernels' per-channel ``d``, ``q`` and a contiguous copy of ``beta``.
     """
 
     @staticmethod
@@ -285,6 +288,7 @@ class AconFunction(torch.autograd.Function):
         if lay is None:
             backend = 'torch'
         ctx.backend = backend
+        ctx.layout = lay  # per-channel / beta-sized tensors only, reused in backward
         ctx.save_for_backward(x, p1, p2, beta)
         if backend == 'torch':
             xf = x.detach().to(dtype)
@@ -328,7 +332,7 @@ class AconFunction(torch.autograd.Function):
             if need_beta:
                 dbeta = _sum_to(gf * u * u * ss, beta)
             return dx, dp1, dp2, dbeta, None
-        lay = _layout(x, p1, p2, beta, dtype)
+        lay = ctx.layout
         dxc, A, B, Db = _KERNELS[ctx.backend][1](gout.contiguous(), x.contiguous(), lay)
         if need_x:
             dx = dxc.view(x.shape).to(x.dtype)

@@ -81,13 +81,21 @@ def parse_args():
 # --------------------------------------------------------------------------
 # measurement helpers
 # --------------------------------------------------------------------------
-def saved_bytes(fn, *args) -> int:
-    """Bytes of the distinct storages autograd saves for backward while running fn."""
+def saved_bytes(fn, *args, module: nn.Module = None) -> int:
+    """Bytes of the distinct storages autograd saves for backward while running fn.
+
+    Storages of ``module``'s parameters are not counted: they exist anyway and are
+    not activation memory.
+    """
     storages = {}
+    params = set()
+    if module is not None:
+        params = {p.untyped_storage().data_ptr() for p in module.parameters()}
 
     def pack(t):
         s = t.untyped_storage()
-        storages[(s.data_ptr(), s.device)] = s.nbytes()
+        if s.data_ptr() not in params:
+            storages[(s.data_ptr(), s.device)] = s.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -167,7 +175,7 @@ def bench_activations(args) -> dict:
             impl = key[1] if key[1] != '-' else 'naive'
             leaf = x.detach().requires_grad_()
             with acon_impl(impl):
-                sb = saved_bytes(m, leaf)
+                sb = saved_bytes(m, leaf, module=m)
             res = results.setdefault(key, {'time': [], 'saved': []})
             res['time'].append(times[key])
             res['saved'].append(sb / in_bytes)
@@ -280,7 +288,7 @@ def bench_detector(args) -> tuple:
             batch = model.data_preprocessor(copy.deepcopy(data), True)
             return model.parse_losses(model(**batch, mode='loss'))[0]
 
-        saved[name] = saved_bytes(fwd)
+        saved[name] = saved_bytes(fwd, module=model)
     times = interleaved_median(steps, repeats, warmup=1)
     ratio = times['MetaAconC'] / times['ReLU']
     print(f'\nRetinaNet-R50 train step (batch {args.det_batch}, {size}x{size}, '
