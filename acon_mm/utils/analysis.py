@@ -671,6 +671,7 @@ def _plot_by_depth(result, path, dpi):
             ax.axhline(result['linear_thresh'], color='tab:red', ls='--', lw=1,
                        label=f'nearly linear below {result["linear_thresh"]:g}')
             ax.set_yscale('symlog', linthresh=max(result['linear_thresh'], 1e-3))
+            ax.set_ylim(bottom=0)
             ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
