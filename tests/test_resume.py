@@ -5,8 +5,9 @@ import pickle
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.hooks import Hook
 from mmengine.model import BaseModel
-from mmengine.registry import MODELS, DATASETS
+from mmengine.registry import DATASETS, HOOKS, MODELS
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
@@ -44,6 +45,15 @@ class _TinyData(Dataset):
         return dict(inputs=self.x[i], targets=self.y[i])
 
 
+TRAINED_ITERS = []
+
+
+@HOOKS.register_module(force=True)
+class _RecordIters(Hook):
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        TRAINED_ITERS.append(runner.iter)
+
+
 def _runner(work_dir, max_iters, **kwargs):
     return Runner(
         model=dict(type='_TinyAconNet'),
@@ -58,6 +68,7 @@ def _runner(work_dir, max_iters, **kwargs):
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
                                            by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
+        custom_hooks=[dict(type='_RecordIters')],
         randomness=dict(seed=0),
         experiment_name=f'exp{max_iters}',
         **kwargs)
@@ -76,14 +87,16 @@ def test_resume_round_trip(tmp_path):
     assert state['meta']['iter'] == 4
     assert 'log_scalars' in state['message_hub']
 
+    TRAINED_ITERS.clear()
     second = _runner(tmp_path, 6, resume=True)
     second.train()
     assert second.iter == 6
+    assert TRAINED_ITERS == [4, 5]  # continued, re-trained nothing
     # resumed from iteration 4, not from scratch: the scalars logged before
     # the kill are still in the message hub (history of the loss has 6 entries)
     hist = second.message_hub.get_scalar('train/loss')
     assert len(hist.data[0]) == 6
-    assert second.param_schedulers[0].last_epoch == 6
+    assert second.param_schedulers[0]._global_step == 6
 
 
 def test_load_from(tmp_path):

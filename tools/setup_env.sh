@@ -71,8 +71,13 @@ else
   log "pinning setuptools<70 for the mmcv build"
   "${PIP[@]}" install -q "setuptools<70"
   log "building $MMCV_SPEC from source (first time ~9 min on 2 cores; pip caches the wheel afterwards)"
-  # Print a heartbeat so a user watching the long build sees it is alive.
-  ( while sleep 60; do log "  ... still building mmcv ($(date +%M:%S))"; done ) &
+  # Print a heartbeat with the number of compiled objects so a user watching the
+  # long build sees it progress.
+  ( start=$SECONDS
+    while sleep 60; do
+      n=$(find "${TMPDIR:-/tmp}" -path '*mmcv*' -name '*.o' 2>/dev/null | wc -l)
+      log "  ... still building mmcv: $(( (SECONDS - start) / 60 )) min, $n objects compiled (~80 on CPU)"
+    done ) &
   HB=$!
   trap 'kill $HB 2>/dev/null || true' EXIT
   "${PIP[@]}" install --no-build-isolation "$MMCV_SPEC"

@@ -393,14 +393,20 @@ class MetaAconC(BaseAcon):
         Shapes: ``(N, 1, 1, 1)`` (layer), ``(N, C, 1, 1)`` (channel),
         ``(N, 1, H, W)`` (pixel).
         """
+        half = (torch.float16, torch.bfloat16)
         if self.switch == 'layer':
-            return torch.sigmoid(x.float().mean(dim=(1, 2, 3), keepdim=True))
+            y = x.float() if x.dtype in half else x
+            return torch.sigmoid(y.mean(dim=(1, 2, 3), keepdim=True))
+        # Outside autocast a half-precision input meets float32 switch weights:
+        # run the (small) switch network in the weights' dtype.
+        wdtype = self.fc1.weight.dtype
         if self.switch == 'channel':
-            y = x.mean(dim=(2, 3), keepdim=True)
+            y = x.mean(dim=(2, 3), keepdim=True, dtype=wdtype if x.dtype in half else None)
             y = self.bn2(self.fc2(self.bn1(self.fc1(y))))
         else:
-            y = self.bn1(self.fc1(x))
-        return torch.sigmoid(y.float())
+            y = self.bn1(self.fc1(x.to(wdtype) if x.dtype != wdtype and
+                                  not torch.is_autocast_enabled() else x))
+        return torch.sigmoid(y.float() if y.dtype in half else y)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
