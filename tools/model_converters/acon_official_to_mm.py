@@ -1,0 +1,27 @@
+#!/usr/bin/env python
+"""Convert an official ACON / meta-ACON ImageNet checkpoint for acon-mm backbones.
+
+    python tools/model_converters/acon_official_to_mm.py SRC DST [--arch NAME]
+
+SRC: an official checkpoint (``{'state_dict': {'module.' + key: tensor}}``) or a
+bare state dict, of ResNet-50/101/152 or ShuffleNetV2 0.5x/1.0x/1.5x/2.0x with
+ACON-C or meta-ACON-C. The architecture is detected from the keys unless
+``--arch`` (e.g. ``resnet50_acon``, ``shufflenetv2_1.0x_metaacon``) is given.
+DST is then loaded by ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` in the
+matching ``ResNetACON`` / ``ShuffleNetV2ACON``. Every key except the classifier is
+mapped; missing, unexpected or mis-shaped tensors are refused (named) and nothing
+is written. The logic lives in :mod:`acon_mm.utils.converter`.
+"""
+import os
+import sys
+
+try:
+    import acon_mm  # noqa: F401
+except ImportError:  # running from a checkout without installing acon-mm
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
+    import acon_mm  # noqa: F401
+
+from acon_mm.utils.converter import main  # noqa: E402
+
+if __name__ == '__main__':
+    sys.exit(main())
