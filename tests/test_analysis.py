@@ -431,6 +431,13 @@ def test_get_flops_relu_vs_acon(tmp_path):
         for _, l in iter_acon_layers(mmodel))
     assert m['d_flops'] > 0 and m['d_flops'] >= switch_macs
     assert m['acon_flops'] == m['d_flops']
+    # 'flops' is exactly mmengine's get_model_complexity_info
+    from mmengine.analysis import get_model_complexity_info
+    from acon_mm.utils.analysis import naive_acon_ops
+    with naive_acon_ops():
+        info = get_model_complexity_info(mmodel, inputs=(torch.randn(1, 3, 64, 64), ),
+                                         show_table=False, show_arch=False)
+    assert info['flops'] == m['flops'] and info['params'] == m['params']
     # negligible / small relative costs
     assert a['d_params'] / base['params'] < 0.01
     assert m['d_flops'] / base['flops'] < 0.05

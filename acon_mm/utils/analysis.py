@@ -863,41 +863,54 @@ ELEMENTWISE_OPS = {
 def complexity(model: nn.Module, inputs: Tensor) -> dict:
     """Parameters and FLOPs of ``model`` on ``inputs`` with mmengine's analyzer.
 
-    * ``flops`` / ``params``: :func:`mmengine.analysis.get_model_complexity_info`
-      as is — multiply-accumulates of convs, linear layers, norms, upsampling
-      and pooling; elementwise ops (ReLU, the sigmoid and products of ACON,
-      residual adds) are ignored, so ACON-C's cost is invisible there while
-      meta-ACON's switch generator (real 1x1 convs and BNs) is counted.
-    * ``flops_elementwise``: :class:`mmengine.analysis.FlopAnalyzer` with extra
-      op handles (:data:`ELEMENTWISE_OPS`): one FLOP per element for every
-      elementwise op of *every* layer (add, mul, sub, sigmoid, relu, ...),
+    One trace with :class:`mmengine.analysis.FlopAnalyzer` (the counter behind
+    :func:`mmengine.analysis.get_model_complexity_info`) with its default op
+    handles plus :data:`ELEMENTWISE_OPS`; the counts are then split by op:
+
+    * ``flops``: the default handles only, i.e. exactly what
+      ``get_model_complexity_info`` reports — multiply-accumulates of convs,
+      linear layers, norms, upsampling and pooling. Elementwise ops (ReLU,
+      ACON's sigmoid and products, residual adds) are ignored there, so
+      ACON-C's cost is invisible while meta-ACON's switch generator (real 1x1
+      convs and BNs) is counted.
+    * ``flops_elementwise``: ``flops`` plus one FLOP per element for every
+      elementwise op of *every* layer (add, mul, sub, sigmoid, relu, ...) and
       one per input element for means. The ACON layers are traced through the
       plain formula (:func:`naive_acon_ops`): ACON-C is 6 elementwise ops per
-      element (2 scalings, the β product, sigmoid, product, add), ReLU 1.
+      element (2 scalings, the beta product, sigmoid, product, add), ReLU 1.
+    * ``params``: :func:`mmengine.analysis.parameter_count`.
     * ``acon_params`` / ``acon_flops`` / ``acon_flops_elementwise``: the part
-      that belongs to ACON modules (FlopAnalyzer's per-module counts).
+      that belongs to the ACON modules themselves.
     """
-    from mmengine.analysis import (FlopAnalyzer, get_model_complexity_info,
-                                   parameter_count)
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+    from mmengine.logging import MMLogger
     model.eval()
     acon_names = [n for n, _ in iter_acon_layers(model)]
-    with naive_acon_ops(), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        info = get_model_complexity_info(model, inputs=(inputs, ),
-                                         show_table=False, show_arch=False)
-        base = FlopAnalyzer(model, (inputs, ))
-        base.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        by_mod = base.by_module()
-        ew = FlopAnalyzer(model, (inputs, )).set_op_handle(**ELEMENTWISE_OPS)
-        ew.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        ew_total = ew.total()
-        ew_by_mod = ew.by_module()
+    ew_names = {k.split('::', 1)[-1] for k in ELEMENTWISE_OPS}
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('ERROR')  # the analyzer's notes on ignored ops
+    try:
+        with naive_acon_ops(), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            analyzer = FlopAnalyzer(model, (inputs, )).set_op_handle(**ELEMENTWISE_OPS)
+            analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            counts = analyzer.by_module_and_operator()
+    finally:
+        logger.setLevel(level)
+
+    def split(name):
+        c = counts.get(name, {})
+        ew = sum(v for k, v in c.items() if k in ew_names)
+        return sum(c.values()) - ew, sum(c.values())
+
+    flops, flops_ew = split('')
+    acon = [split(n) for n in acon_names]
     params = parameter_count(model)
     return dict(
-        params=int(info['params']), flops=int(info['flops']),
-        flops_elementwise=int(ew_total),
+        params=int(params['']), flops=int(flops), flops_elementwise=int(flops_ew),
         acon_layers=len(acon_names),
         acon_params=int(sum(params.get(n, 0) for n in acon_names)),
-        acon_flops=int(sum(by_mod.get(n, 0) for n in acon_names)),
-        acon_flops_elementwise=int(sum(ew_by_mod.get(n, 0) for n in acon_names)),
+        acon_flops=int(sum(a[0] for a in acon)),
+        acon_flops_elementwise=int(sum(a[1] for a in acon)),
         input_shape=list(inputs.shape))

@@ -1,0 +1,187 @@
+#!/usr/bin/env python
+"""Parameters and FLOPs of ACON models beside their ReLU baselines.
+
+    python tools/analysis_tools/get_flops.py CONFIG [CONFIG ...] \\
+        [--shape H W] [--out-dir DIR]
+
+Counts with mmengine's analyzer (mmengine.analysis), not a hand-written
+counter. For every CONFIG it also builds the ReLU baseline: the same config with
+every ACON ``acon_cfg``/``act_cfg`` (backbone, neck, head) replaced by
+``dict(type='ReLU')``, i.e. the same backbone code with the activation alone
+changed. Columns:
+
+* FLOPs: mmengine.analysis.get_model_complexity_info as is (multiply-adds of
+  convs, linear, norms, pooling, upsampling). It ignores elementwise ops, so
+  ACON-C's cost does not show there; meta-ACON's switch generator (1x1 convs
+  and BNs) does.
+* FLOPs+ew: mmengine's FlopAnalyzer with op handles for the elementwise ops
+  too (1 FLOP per element for add/mul/sub/sigmoid/relu/..., in every layer of
+  both models; ACON traced through its plain formula: 6 ops per element, ReLU 1).
+* ACON: the share of the ACON modules themselves (parameters and FLOPs).
+
+The model is the network forward (backbone, neck, head; no post-processing)
+of one image of --shape (default: the test pipeline's Resize scale, padded to
+the data preprocessor's size divisor). Writes flops.md/.csv/.json to --out-dir
+(default work_dirs/analysis/flops).
+"""
+import argparse
+import copy
+import csv
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+
+import torch  # noqa: E402
+
+import acon_mm  # noqa: E402,F401
+from acon_mm.utils.analysis import (DEFAULT_OUT_ROOT, build_model_from_cfg,  # noqa: E402
+                                    complexity, swap_acon_for_relu)
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n\n', 2)[2])
+    parser.add_argument('configs', nargs='+', metavar='CONFIG')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='input height and width (default: the test '
+                        "pipeline's Resize scale)")
+    parser.add_argument('--no-baseline', action='store_true',
+                        help='do not build the ReLU baseline')
+    parser.add_argument('--out-dir', default=osp.join(DEFAULT_OUT_ROOT, 'flops'),
+                        help='output directory (default: %(default)s)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of every config, key=value')
+    args = parser.parse_args(argv)
+    if args.shape and min(args.shape) < 32:
+        parser.error(f'--shape: H and W must be >= 32, got {args.shape}')
+    return args
+
+
+def default_shape(cfg):
+    """(H, W) from the test pipeline's Resize ``scale`` (W, H)."""
+    from acon_mm.utils.analysis import _test_pipeline_cfg
+    try:
+        pipeline = _test_pipeline_cfg(cfg)
+    except KeyError:
+        pipeline = []
+    for t in pipeline:
+        if t.get('type') in ('Resize', 'RandomResize') and t.get('scale'):
+            scale = t['scale']
+            if isinstance(scale, int):
+                return scale, scale
+            return int(scale[1]), int(scale[0])
+    raise KeyError(f'config {cfg.filename}: no Resize scale in the test '
+                   'pipeline to take the input size from; pass --shape H W')
+
+
+def _pad(model, h, w):
+    div = getattr(getattr(model, 'data_preprocessor', None), 'pad_size_divisor', 1) or 1
+    return -(-h // div) * div, -(-w // div) * div
+
+
+def measure(cfg, shape, label):
+    model = build_model_from_cfg(cfg)
+    h, w = _pad(model, *shape)
+    torch.manual_seed(0)
+    res = complexity(model, torch.randn(1, 3, h, w))
+    res['model'] = label
+    return res
+
+
+def _g(v):
+    return f'{v / 1e9:.3f}'
+
+
+def _m(v):
+    return f'{v / 1e6:.3f}'
+
+
+def _delta(a, b):
+    d = a - b
+    return f'{d:+,d} ({100.0 * d / b:+.2f}%)' if b else f'{d:+,d}'
+
+
+def main(argv=None):
+    from mmengine.config import Config
+    args = parse_args(argv)
+    rows, baselines = [], {}
+    for path in args.configs:
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'config file not found: {path}')
+        cfg = Config.fromfile(path)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+        shape = tuple(args.shape) if args.shape else default_shape(cfg)
+        name = osp.splitext(osp.basename(path))[0]
+        row = measure(cfg, shape, name)
+        row['config'] = path
+        rows.append(row)
+        if args.no_baseline:
+            continue
+        base_cfg = copy.deepcopy(cfg)
+        swapped = swap_acon_for_relu(base_cfg.model)
+        row['swapped'] = swapped
+        if not swapped:
+            print(f'{name}: no ACON activation in the config; no baseline')
+            continue
+        key = (base_cfg.model.pretty_text if hasattr(base_cfg.model, 'pretty_text')
+               else json.dumps(base_cfg.model.to_dict(), sort_keys=True, default=str),
+               shape)
+        if key not in baselines:
+            base = measure(base_cfg, shape, f'{name} → ReLU baseline')
+            base['config'] = f'{path} (ACON → ReLU)'
+            base['swapped'] = []
+            baselines[key] = base
+            rows.append(base)
+        row['baseline'] = baselines[key]['model']
+        row['d_params'] = row['params'] - baselines[key]['params']
+        row['d_flops'] = row['flops'] - baselines[key]['flops']
+        row['d_flops_elementwise'] = (row['flops_elementwise'] -
+                                      baselines[key]['flops_elementwise'])
+        row['_base'] = baselines[key]
+
+    shape_txt = ', '.join(sorted({'x'.join(map(str, r['input_shape'])) for r in rows}))
+    lines = [f'input {shape_txt}; FLOPs = multiply-adds as mmengine counts them',
+             '',
+             '| model | params (M) | FLOPs (G) | FLOPs+ew (G) | ACON params | '
+             'ACON FLOPs+ew (G) | Δparams vs ReLU | ΔFLOPs vs ReLU | '
+             'ΔFLOPs+ew vs ReLU |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for r in rows:
+        b = r.get('_base')
+        lines.append(
+            f"| {r['model']} | {_m(r['params'])} | {_g(r['flops'])} | "
+            f"{_g(r['flops_elementwise'])} | {r['acon_params']:,d} | "
+            f"{_g(r['acon_flops_elementwise'])} | "
+            + (f"{_delta(r['params'], b['params'])} | {_delta(r['flops'], b['flops'])} | "
+               f"{_delta(r['flops_elementwise'], b['flops_elementwise'])} |"
+               if b else '– | – | – |'))
+    table = '\n'.join(lines)
+    print(table)
+    os.makedirs(args.out_dir, exist_ok=True)
+    clean = [{k: v for k, v in r.items() if k != '_base'} for r in rows]
+    with open(osp.join(args.out_dir, 'flops.md'), 'w') as f:
+        f.write(table + '\n')
+    with open(osp.join(args.out_dir, 'flops.json'), 'w') as f:
+        json.dump(clean, f, indent=1)
+    keys = ['model', 'config', 'input_shape', 'params', 'flops', 'flops_elementwise',
+            'acon_layers', 'acon_params', 'acon_flops', 'acon_flops_elementwise',
+            'baseline', 'd_params', 'd_flops', 'd_flops_elementwise']
+    with open(osp.join(args.out_dir, 'flops.csv'), 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction='ignore')
+        w.writeheader()
+        for r in clean:
+            w.writerow({k: ('x'.join(map(str, r[k])) if k == 'input_shape' else
+                            r.get(k, '')) for k in keys})
+    print(f'\nwritten: {args.out_dir}/flops.md, flops.csv, flops.json')
+    return clean
+
+
+if __name__ == '__main__':
+    main()
