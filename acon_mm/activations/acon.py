@@ -27,7 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-from ..ops import acon
+from ..ops import acon, spatial_mean
 
 __all__ = [
     'AconA', 'AconB', 'AconC', 'MetaAconC', 'SwishBeta', 'AconSwitchBN',
@@ -396,12 +396,13 @@ class MetaAconC(BaseAcon):
         half = (torch.float16, torch.bfloat16)
         if self.switch == 'layer':
             y = x.float() if x.dtype in half else x
-            return torch.sigmoid(y.mean(dim=(1, 2, 3), keepdim=True))
+            return torch.sigmoid(spatial_mean(y, (1, 2, 3)))
         # Outside autocast a half-precision input meets float32 switch weights:
         # run the (small) switch network in the weights' dtype.
         wdtype = self.fc1.weight.dtype
         if self.switch == 'channel':
-            y = x.mean(dim=(2, 3), keepdim=True, dtype=wdtype if x.dtype in half else None)
+            # spatial_mean == x.mean(keepdim=True); its backward is a broadcast view
+            y = spatial_mean(x, (2, 3), dtype=wdtype if x.dtype in half else None)
             y = self.bn2(self.fc2(self.bn1(self.fc1(y))))
         else:
             y = self.bn1(self.fc1(x.to(wdtype) if x.dtype != wdtype and
