@@ -216,6 +216,9 @@ def _atomic_save(obj: Any, dst: str) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600 files
         os.replace(tmp, dst)
     except BaseException:
         if os.path.exists(tmp):
