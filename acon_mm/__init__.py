@@ -10,6 +10,7 @@ from . import activations  # noqa: F401,E402
 from . import utils  # noqa: F401,E402
 from . import backbones  # noqa: F401,E402
 from . import hooks  # noqa: F401,E402
+from . import datasets  # noqa: F401,E402
 from .activations import *  # noqa: F401,F403,E402
 from .backbones import *  # noqa: F401,F403,E402
 
