@@ -107,10 +107,25 @@ def _delta(a, b):
     return f'{d:+,d} ({100.0 * d / b:+.2f}%)' if b else f'{d:+,d}'
 
 
+def _model_key(model_cfg, shape):
+    """Identity of a model for sharing baselines: its config without weights
+    to initialise from (init_cfg / pretrained), and the input shape."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in sorted(node.items())
+                    if k not in ('init_cfg', 'pretrained')}
+        if isinstance(node, (list, tuple)):
+            return [strip(v) for v in node]
+        return node if isinstance(node, (int, float, str, bool, type(None))) \
+            else repr(node)
+    return json.dumps(strip(model_cfg.to_dict() if hasattr(model_cfg, 'to_dict')
+                            else dict(model_cfg)), sort_keys=True), tuple(shape)
+
+
 def main(argv=None):
     from mmengine.config import Config
     args = parse_args(argv)
-    rows, baselines = [], {}
+    rows, baselines, todo = [], {}, []
     for path in args.configs:
         if not osp.isfile(path):
             raise FileNotFoundError(f'config file not found: {path}')
@@ -122,29 +137,27 @@ def main(argv=None):
         row = measure(cfg, shape, name)
         row['config'] = path
         rows.append(row)
-        if args.no_baseline:
-            continue
         base_cfg = copy.deepcopy(cfg)
-        swapped = swap_acon_for_relu(base_cfg.model)
-        row['swapped'] = swapped
-        if not swapped:
-            print(f'{name}: no ACON activation in the config; no baseline')
-            continue
-        key = (base_cfg.model.pretty_text if hasattr(base_cfg.model, 'pretty_text')
-               else json.dumps(base_cfg.model.to_dict(), sort_keys=True, default=str),
-               shape)
+        row['swapped'] = swap_acon_for_relu(base_cfg.model)
+        key = _model_key(base_cfg.model, shape)
+        if not row['swapped']:
+            # a config without ACON (e.g. the -relu one) is its own baseline
+            baselines.setdefault(key, row)
+        elif not args.no_baseline:
+            todo.append((row, base_cfg, key, shape, path, name))
+    for row, base_cfg, key, shape, path, name in todo:
         if key not in baselines:
             base = measure(base_cfg, shape, f'{name} → ReLU baseline')
             base['config'] = f'{path} (ACON → ReLU)'
             base['swapped'] = []
             baselines[key] = base
             rows.append(base)
-        row['baseline'] = baselines[key]['model']
-        row['d_params'] = row['params'] - baselines[key]['params']
-        row['d_flops'] = row['flops'] - baselines[key]['flops']
-        row['d_flops_elementwise'] = (row['flops_elementwise'] -
-                                      baselines[key]['flops_elementwise'])
-        row['_base'] = baselines[key]
+        b = baselines[key]
+        row['baseline'] = b['model']
+        row['d_params'] = row['params'] - b['params']
+        row['d_flops'] = row['flops'] - b['flops']
+        row['d_flops_elementwise'] = row['flops_elementwise'] - b['flops_elementwise']
+        row['_base'] = b
 
     shape_txt = ', '.join(sorted({'x'.join(map(str, r['input_shape'])) for r in rows}))
     lines = [f'input {shape_txt}; FLOPs = multiply-adds as mmengine counts them',
