@@ -20,6 +20,7 @@ from mmengine.runner import load_checkpoint
 import acon_mm  # noqa: F401
 from acon_mm.utils import UnsafeCheckpointError, safe_torch_load
 from acon_mm.utils.converter import (OFFICIAL_ARCHS, ConversionError,
+                                     convert_checkpoint,
                                      convert_state_dict, detect_arch,
                                      expected_layout, main)
 from official_reference import (load_layouts, official_forward,
@@ -139,7 +140,6 @@ def test_refusals_name_the_keys_and_write_nothing(tmp_path, mutate, pattern):
     src, _ = _official_file(tmp_path, 'resnet50_acon', mutate=mutate)
     dst = tmp_path / 'out' / 'never.pth'
     with pytest.raises(ConversionError, match=pattern) as err:
-        from acon_mm.utils.converter import convert_checkpoint
         convert_checkpoint(src, str(dst), verbose=False)
     assert 'Nothing was written' in str(err.value)
     assert not dst.exists() and not dst.parent.exists()
@@ -202,3 +202,47 @@ def test_command_line_script(tmp_path):
     assert 'shufflenetv2_0.5x_metaacon' in res.stdout
     assert "'classifier.0.weight'" in res.stdout
     assert safe_torch_load(str(dst))['meta']['num_tensors'] == 986 - 2
+
+
+@pytest.fixture(scope='module')
+def converted(tmp_path_factory):
+    """Official-layout files converted for ResNet-50 ACON-C and ShuffleNetV2 0.5x."""
+    tmp = tmp_path_factory.mktemp('converted')
+    out = {}
+    for name in ('resnet50_acon', 'shufflenetv2_0.5x_acon'):
+        src, _ = _official_file(tmp, name, seed=3)
+        dst = str(tmp / f'{name}_mm.pth')
+        convert_checkpoint(src, dst, verbose=False)
+        out[name], out[name + ':official'] = dst, src
+    return out
+
+
+def _pretrained(cfg, path, **kwargs):
+    return MODELS.build(dict(cfg, init_cfg=dict(type='Pretrained',
+                                                checkpoint=path), **kwargs))
+
+
+def test_pretrained_for_another_network_is_refused(converted):
+    r50 = converted['resnet50_acon']
+    with pytest.raises(ValueError, match=r"ResNetACON\(depth=101.*missing keys "
+                       r"\(408: 'layer3.6.conv1.weight'.*converted for resnet50_acon"):
+        _pretrained(dict(type='ResNetACON', depth=101), r50).init_weights()
+    sh = converted['shufflenetv2_0.5x_acon']
+    with pytest.raises(ValueError, match=r"shape mismatches \(.*'first_conv.0.weight"
+                       r"|shape mismatches \(.*features.0"):
+        _pretrained(dict(type='ShuffleNetV2ACON', widen_factor=1.0), sh).init_weights()
+    with pytest.raises(ValueError, match=r"missing keys \(.*first_conv.2.fc1.weight.*"
+                       r"unexpected keys \(.*first_conv.2.beta"):
+        _pretrained(dict(type='ShuffleNetV2ACON', widen_factor=0.5,
+                         acon_cfg=dict(type='MetaAconC')), sh).init_weights()
+    # an official file that was never converted
+    with pytest.raises(ValueError, match='unconverted ImageNet checkpoint'):
+        _pretrained(dict(type='ShuffleNetV2ACON', widen_factor=0.5),
+                    converted['shufflenetv2_0.5x_acon:official']).init_weights()
+    with pytest.raises(FileNotFoundError, match='acon_official_to_mm.py'):
+        _pretrained(dict(type='ResNetACON', depth=50), '/nonexistent/r50.pth').init_weights()
+    # opt-out: load what matches (mmengine logs the rest)
+    m = _pretrained(dict(type='ResNetACON', depth=101), r50, strict_pretrained=False)
+    m.init_weights()
+    ref = safe_torch_load(r50)['state_dict']
+    assert torch.equal(m.layer3[5].acon.p1, ref['layer3.5.acon.p1'])

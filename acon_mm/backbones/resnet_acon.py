@@ -50,6 +50,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..activations import build_acon_layer
 from ..utils import name_acon_layers
+from ._pretrained import check_pretrained, pretrained_path
 
 __all__ = ['ResNetACON', 'BasicBlockACON', 'BottleneckACON']
 
@@ -243,6 +244,9 @@ class ResNetACON(BaseModule):
         conv_bias (bool): biased convolutions (official). Default: True.
         zero_init_residual (bool): zero-init the last norm of each block when no
             ``init_cfg`` is given. Default: True.
+        strict_pretrained (bool): refuse a local ``Pretrained`` checkpoint
+            whose keys or shapes do not match this backbone (mmengine alone
+            only logs them). Default: True.
         pretrained (str, optional): deprecated, use ``init_cfg``.
         init_cfg (dict | list[dict], optional): e.g.
             ``dict(type='Pretrained', checkpoint='resnet50_acon_mm.pth')``.
@@ -284,6 +288,7 @@ class ResNetACON(BaseModule):
                  with_cp: bool = False,
                  conv_bias: bool = True,
                  zero_init_residual: bool = True,
+                 strict_pretrained: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg)
@@ -340,6 +345,7 @@ class ResNetACON(BaseModule):
         self.with_cp = with_cp
         self.conv_bias = conv_bias
         self.zero_init_residual = zero_init_residual
+        self.strict_pretrained = strict_pretrained
         self.block, stage_blocks = self.arch_settings[depth]
         self.stage_blocks = stage_blocks[:num_stages]
 
@@ -429,6 +435,15 @@ class ResNetACON(BaseModule):
                                 where=f'{layer_name}.{j}', **common))
         # mmengine's Sequential, so that init_weights reaches the blocks
         return Sequential(*layers)
+
+    def init_weights(self) -> None:
+        """Initialise; a local ``Pretrained`` checkpoint is checked key for key first."""
+        path = pretrained_path(self.init_cfg)
+        if path is not None and self.strict_pretrained and not self.is_init:
+            check_pretrained(
+                self, path, f'ResNetACON(depth={self.depth}, '
+                f'acon_cfg={self.acon_cfg})')
+        super().init_weights()
 
     # -- freezing ------------------------------------------------------------
     def _stem_modules(self):

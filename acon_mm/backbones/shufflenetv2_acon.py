@@ -38,6 +38,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..activations import build_acon_layer
 from ..utils import name_acon_layers
+from ._pretrained import check_pretrained, pretrained_path
 
 __all__ = ['ShuffleNetV2ACON', 'ShuffleV2BlockACON']
 
@@ -141,6 +142,9 @@ class ShuffleNetV2ACON(BaseModule):
         with_cp (bool): gradient checkpointing of each block.
         conv_bias (bool): biased convolutions (official). Default: True.
         in_channels (int): input image channels. Default: 3.
+        strict_pretrained (bool): refuse a local ``Pretrained`` checkpoint
+            whose keys or shapes do not match this backbone (mmengine alone
+            only logs them). Default: True.
         init_cfg (dict | list[dict], optional): e.g. a ``Pretrained`` config.
     """
 
@@ -164,6 +168,7 @@ class ShuffleNetV2ACON(BaseModule):
                  with_cp: bool = False,
                  conv_bias: bool = True,
                  in_channels: int = 3,
+                 strict_pretrained: bool = True,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg)
         name = type(self).__name__
@@ -194,6 +199,7 @@ class ShuffleNetV2ACON(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.strict_pretrained = strict_pretrained
         if self.init_cfg is None:
             self.init_cfg = [
                 dict(type='Kaiming', layer='Conv2d'),
@@ -233,6 +239,15 @@ class ShuffleNetV2ACON(BaseModule):
         )
         self._freeze_stages()
         name_acon_layers(self)
+
+    def init_weights(self) -> None:
+        """Initialise; a local ``Pretrained`` checkpoint is checked key for key first."""
+        path = pretrained_path(self.init_cfg)
+        if path is not None and self.strict_pretrained and not self.is_init:
+            check_pretrained(
+                self, path, f'ShuffleNetV2ACON(widen_factor={self.widen_factor}, '
+                f'acon_cfg={self.acon_cfg})')
+        super().init_weights()
 
     def _stage_modules(self, i: int):
         """Modules of output ``i`` (0..2 the stages, 3 ``conv_last``)."""
