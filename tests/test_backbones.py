@@ -216,6 +216,54 @@ def test_resnet_avg_down_gn_syncbn_and_init():
     assert torch.equal(p1, r.layer1[0].acon.p1)
 
 
+def _mm_resnet(kind):
+    from mmdet.models.backbones import ResNet, ResNetV1d
+    from mmseg.models.backbones import ResNetV1c
+    return {
+        'mmdet-ResNet50-pytorch': (lambda: ResNet(depth=50, style='pytorch'),
+                                   dict(depth=50, style='pytorch')),
+        'mmdet-ResNet18-caffe': (lambda: ResNet(depth=18, style='caffe'),
+                                 dict(depth=18, style='caffe')),
+        'mmdet-ResNetV1d50': (lambda: ResNetV1d(depth=50),
+                              dict(depth=50, deep_stem=True, avg_down=True,
+                                   style='pytorch')),
+        'mmseg-ResNetV1c50-d8': (
+            lambda: ResNetV1c(depth=50, strides=(1, 2, 1, 1),
+                              dilations=(1, 1, 2, 4), contract_dilation=True),
+            dict(depth=50, deep_stem=True, strides=(1, 2, 1, 1),
+                 dilations=(1, 1, 2, 4), contract_dilation=True,
+                 style='pytorch')),
+    }[kind]
+
+
+@pytest.mark.parametrize('kind', ['mmdet-ResNet50-pytorch', 'mmdet-ResNet18-caffe',
+                                  'mmdet-ResNetV1d50', 'mmseg-ResNetV1c50-d8'])
+def test_relu_baseline_equals_mmdet_mmseg_resnet(kind):
+    """With ReLU and unbiased convs, ResNetACON *is* mmdet's / mmseg's ResNet:
+    same state-dict keys and shapes, identical features (style, deep_stem,
+    avg_down, strides, dilations and contract_dilation follow them)."""
+    build_ref, kwargs = _mm_resnet(kind)
+    torch.manual_seed(0)
+    ref = build_ref()
+    ref.eval()  # (mmdet's ResNet.train returns None)
+    sd = ref.state_dict()
+    g = torch.Generator().manual_seed(1)
+    for k, v in sd.items():  # random BN statistics and affine parameters
+        if k.endswith('running_var') or (k.endswith('weight') and v.dim() == 1):
+            v.copy_(torch.rand(v.shape, generator=g) + 0.5)
+        elif k.endswith(('running_mean', 'bias')):
+            v.copy_(torch.randn(v.shape, generator=g) * 0.1)
+    m = ResNetACON(acon_cfg=dict(type='ReLU'), conv_bias=False, **kwargs).eval()
+    assert {k: tuple(v.shape) for k, v in m.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in sd.items()}
+    m.load_state_dict(sd, strict=True)
+    x = _rand(2, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(ref(x), m(x)):
+            assert a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # --------------------------------------------------------------------------
 # ShuffleNetV2ACON
 @pytest.mark.parametrize('widen', [0.5, 1.0, 1.5, 2.0])
