@@ -1,5 +1,4 @@
 """ResNetACON and ShuffleNetV2ACON as mmdet/mmseg backbones (issue 3)."""
-import copy
 import os
 
 import pytest
@@ -8,7 +7,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import acon_mm  # noqa: F401  (registers the modules)
-from acon_mm.activations import AconC, BaseAcon, MetaAconC
+from acon_mm.activations import AconC, MetaAconC
 from acon_mm.backbones import ResNetACON, ShuffleNetV2ACON
 from acon_mm.utils import iter_acon_layers
 from official_reference import official_channel_shuffle

@@ -39,7 +39,6 @@ module name                            position                  ``acon_cfg`` wh
 import copy
 from typing import Optional, Sequence, Tuple, Union
 
-import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_conv_layer, build_norm_layer
