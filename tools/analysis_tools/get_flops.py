@@ -88,6 +88,7 @@ def _pad(model, h, w):
 def measure(cfg, shape, label):
     model = build_model_from_cfg(cfg)
     h, w = _pad(model, *shape)
+    print(f'measuring {label} on a 1x3x{h}x{w} input ...', flush=True)
     torch.manual_seed(0)
     res = complexity(model, torch.randn(1, 3, h, w))
     res['model'] = label
