@@ -142,6 +142,20 @@ def _channel_vector(p: Tensor, ndim: int, C: int, dtype) -> Optional[Tensor]:
     return p.detach().reshape(-1).to(dtype).expand(C)
 
 
+_CONSTS = {}
+
+
+def _const_vector(value: float, C: int, dtype, device) -> Tensor:
+    """A cached read-only (C,) vector filled with ``value``."""
+    key = (value, C, dtype, device)
+    t = _CONSTS.get(key)
+    if t is None:
+        if len(_CONSTS) > 256:
+            _CONSTS.clear()
+        t = _CONSTS[key] = torch.full((C, ), value, dtype=dtype, device=device)
+    return t
+
+
 def _layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
             dtype) -> Optional[_Layout]:
     """The kernels' view of the arguments, or ``None`` if they need the generic path."""
@@ -177,14 +191,14 @@ def _layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
     lay = _Layout()
     lay.N, lay.C, lay.L = N, C, L
     if v1 is None and v2 is None:
-        d, q = torch.ones(C, dtype=dtype), torch.zeros(C, dtype=dtype)
+        d, q = _const_vector(1.0, C, dtype, x.device), _const_vector(0.0, C, dtype, x.device)
     elif v2 is None:
-        d, q = v1.contiguous(), torch.zeros(C, dtype=dtype)
+        d, q = v1.contiguous(), _const_vector(0.0, C, dtype, x.device)
     elif v1 is None:
         d, q = (1 - v2).contiguous(), v2.contiguous()
     else:
         d, q = (v1 - v2).contiguous(), v2.contiguous()
-    lay.d, lay.q = d.to(x.device), q.to(x.device)
+    lay.d, lay.q = d, q
     lay.beta = b.to(dtype).reshape(Nb, Cb, Lb).contiguous()
     lay.bsn = Cb * Lb if Nb > 1 else 0
     lay.bsc = Lb if Cb > 1 else 0
@@ -228,7 +242,7 @@ def _cpu_bwd(go: Tensor, xc: Tensor, lay: _Layout):
     xc = xc.to(_compute_dtype(xc))
     go = go.to(xc.dtype)
     dx = torch.empty_like(xc, memory_format=torch.contiguous_format)
-    sums = torch.zeros(lay.N, lay.C, lay.nseg, 3, dtype=torch.float64)
+    sums = torch.zeros(lay.N, lay.C, 3, dtype=torch.float64)
     dbp = torch.zeros(lay.N, lay.L, dtype=xc.dtype) if lay.bsl else None
     if xc.numel():
         suf = 'f64' if xc.dtype == torch.float64 else 'f32'
@@ -237,7 +251,6 @@ def _cpu_bwd(go: Tensor, xc: Tensor, lay: _Layout):
                       lay.bsc, lay.bsl, _SEG,
                       sums.data_ptr(), dbp.data_ptr() if dbp is not None else None,
                       torch.get_num_threads())
-    sums = sums.sum(2)
     return dx, sums[..., 0], sums[..., 1], (dbp if lay.bsl else sums[..., 2])
 
 
@@ -335,7 +348,9 @@ class AconFunction(torch.autograd.Function):
         lay = ctx.layout
         dxc, A, B, Db = _KERNELS[ctx.backend][1](gout.contiguous(), x.contiguous(), lay)
         if need_x:
-            dx = dxc.view(x.shape).to(x.dtype)
+            # no .view(): autograd adds other gradients of x (e.g. meta-ACON's switch
+            # generator) in place only into a tensor that is not a view
+            dx = dxc.to(x.dtype) if dxc.shape == x.shape else dxc.reshape(x.shape).to(x.dtype)
         ndim = x.dim()
         cshape = (1, lay.C) + (1, ) * (ndim - 2)
         if need_p1:
@@ -395,6 +410,15 @@ def _is_compiling() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
+def _broadcasts_to(shape, target) -> bool:
+    if len(shape) > len(target):
+        return False
+    for s, t in zip(reversed(shape), reversed(target)):
+        if s != 1 and s != t:
+            return False
+    return True
+
+
 def _check_args(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f'acon: x must be a Tensor, got {type(x).__name__}')
@@ -405,11 +429,7 @@ def _check_args(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Ten
             continue
         if not isinstance(t, Tensor):
             raise TypeError(f'acon: {name} must be a Tensor or None, got {type(t).__name__}')
-        try:
-            shape = torch.broadcast_shapes(x.shape, t.shape)
-        except RuntimeError:
-            shape = None
-        if shape != x.shape:
+        if not _broadcasts_to(t.shape, x.shape):
             raise ValueError(f'acon: {name} of shape {tuple(t.shape)} does not broadcast '
                              f'to the input shape {tuple(x.shape)}')
 

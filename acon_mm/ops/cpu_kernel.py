@@ -43,19 +43,22 @@ _SOURCE = r'''
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 typedef int64_t i64;
 
+// ---------------------------------------------------------------------------
+// Scalar element functions (float64 entry points, float32 tails).
+// ---------------------------------------------------------------------------
 static inline float acon_exp(float x) {
-  // Cephes expf (about 1 ulp), branch-free so that gcc vectorises it.
+  // Cephes expf (about 1 ulp).
   x = std::max(x, -87.3f);
   x = std::min(x, 88.0f);
   const float magic = 12582912.0f;  // 1.5 * 2^23: rounds to the nearest integer
   float n = (x * 1.44269504088896341f + magic) - magic;
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500E-4f;
-  p = p * r + 1.3981999507E-3f;
+  float p = r * 1.9875691500E-4f + 1.3981999507E-3f;
   p = p * r + 8.3334519073E-3f;
   p = p * r + 4.1665795894E-2f;
   p = p * r + 1.6666665459E-1f;
@@ -72,103 +75,70 @@ static inline double acon_exp(double x) { return std::exp(x); }
 template <typename T>
 static inline T acon_sigmoid(T z) { return T(1) / (T(1) + acon_exp(-z)); }
 
+// y = u s + q x with u = d x, s = sigmoid(b u)
 template <typename T>
-static inline void seg_fwd_row(const T* __restrict x, T* __restrict y, i64 len, T d, T q,
-                               T b) {
-#pragma omp simd
-  for (i64 l = 0; l < len; ++l) {
-    T xv = x[l];
-    T u = d * xv;
-    y[l] = u * acon_sigmoid(b * u) + q * xv;
-  }
+static inline T elem_fwd(T x, T d, T q, T b) {
+  T u = d * x;
+  return u * acon_sigmoid(b * u) + q * x;
+}
+
+// dx = g (d gate + q), gate = s + b u s (1 - s); accumulates g x gate, g x and
+// g u^2 s (1 - s) (the last one is returned for a per-pixel beta).
+template <typename T>
+static inline T elem_bwd(T gv, T xv, T d, T q, T b, T* dx, T& sa, T& sb, T& sc) {
+  T u = d * xv;
+  T s = acon_sigmoid(b * u);
+  T ss = s * (T(1) - s);
+  T gate = s + b * u * ss;
+  *dx = gv * (d * gate + q);
+  T gx = gv * xv;
+  T t = gv * u * u * ss;
+  sa += gx * gate;
+  sb += gx;
+  sc += t;
+  return t;
+}
+
+// ---------------------------------------------------------------------------
+// Segment functions: one contiguous run of a (n, c) row.
+// ---------------------------------------------------------------------------
+template <typename T>
+static inline void seg_fwd(const T* __restrict x, T* __restrict y, i64 len, T d, T q, T b,
+                           const T* __restrict bp) {
+  for (i64 l = 0; l < len; ++l) y[l] = elem_fwd<T>(x[l], d, q, bp ? bp[l] : b);
 }
 
 template <typename T>
-static inline void seg_fwd_pix(const T* __restrict x, T* __restrict y, i64 len, T d, T q,
-                               const T* __restrict bp) {
-#pragma omp simd
-  for (i64 l = 0; l < len; ++l) {
-    T xv = x[l];
-    T u = d * xv;
-    y[l] = u * acon_sigmoid(bp[l] * u) + q * xv;
-  }
-}
-
-template <typename T>
-static inline void seg_bwd_row(const T* __restrict go, const T* __restrict x,
-                               T* __restrict dx, i64 len, T d, T q, T b, double* sums) {
+static inline void seg_bwd(const T* __restrict go, const T* __restrict x, T* __restrict dx,
+                           i64 len, T d, T q, T b, const T* __restrict bp, T* __restrict dbp,
+                           double* sums) {
   T sa = 0, sb = 0, sc = 0;
-#pragma omp simd reduction(+ : sa, sb, sc)
   for (i64 l = 0; l < len; ++l) {
-    T xv = x[l], gv = go[l];
-    T u = d * xv;
-    T s = acon_sigmoid(b * u);
-    T ss = s * (T(1) - s);
-    T g = s + b * u * ss;
-    dx[l] = gv * (d * g + q);
-    T gx = gv * xv;
-    sa += gx * g;
-    sb += gx;
-    sc += gv * u * u * ss;
+    T t = elem_bwd<T>(go[l], x[l], d, q, bp ? bp[l] : b, dx + l, sa, sb, sc);
+    if (dbp) dbp[l] += t;
   }
   sums[0] = sa;
   sums[1] = sb;
-  sums[2] = sc;
+  sums[2] = dbp ? 0 : sc;
 }
 
-template <typename T>
-static inline void seg_bwd_pix(const T* __restrict go, const T* __restrict x,
-                               T* __restrict dx, i64 len, T d, T q,
-                               const T* __restrict bp, T* __restrict dbp, double* sums) {
-  T sa = 0, sb = 0;
-#pragma omp simd reduction(+ : sa, sb)
-  for (i64 l = 0; l < len; ++l) {
-    T xv = x[l], gv = go[l], bv = bp[l];
-    T u = d * xv;
-    T s = acon_sigmoid(bv * u);
-    T ss = s * (T(1) - s);
-    T g = s + bv * u * ss;
-    dx[l] = gv * (d * g + q);
-    T gx = gv * xv;
-    sa += gx * g;
-    sb += gx;
-    dbp[l] += gv * u * u * ss;
-  }
-  sums[0] = sa;
-  sums[1] = sb;
-  sums[2] = 0;
-}
-
-// ---- float32: explicit 8-wide vectors (GCC/Clang vector extensions) ----
-// Written with vector types rather than left to the auto-vectoriser: with scalar
-// code gcc turns the exp clamps into branches and duplicates the division per
-// branch, which made the kernels ~3x slower.
+// float32: explicit 8-wide vectors (GCC/Clang vector extensions; AVX2 with
+// -march=native, two SSE halves otherwise) with a scalar tail.  Written with
+// vector types rather than left to the auto-vectoriser: from scalar code gcc
+// turns the exp clamps into branches and duplicates the division per branch,
+// which made the kernels ~3x slower.
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
 static inline v8f vbc(float a) { return v8f{a, a, a, a, a, a, a, a}; }
 
-static inline v8f vload(const float* p, i64 m) {
+static inline v8f vload(const float* p) {
   v8f v;
-  if (m >= 8) {
-    std::memcpy(&v, p, 32);
-  } else {
-    float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    std::memcpy(t, p, m * 4);
-    std::memcpy(&v, t, 32);
-  }
+  std::memcpy(&v, p, 32);
   return v;
 }
 
-static inline void vstore(float* p, v8f v, i64 m) {
-  if (m >= 8) {
-    std::memcpy(p, &v, 32);
-  } else {
-    float t[8];
-    std::memcpy(t, &v, 32);
-    std::memcpy(p, t, m * 4);
-  }
-}
+static inline void vstore(float* p, v8f v) { std::memcpy(p, &v, 32); }
 
 static inline v8f vexp(v8f x) {
   const v8f lo = vbc(-87.3f), hi = vbc(88.0f), magic = vbc(12582912.0f);
@@ -191,140 +161,159 @@ static inline v8f vexp(v8f x) {
 
 static inline v8f vsigmoid(v8f z) { return 1.0f / (1.0f + vexp(-z)); }
 
-static inline double vsum(v8f v) {
-  double s = 0;
-  for (int i = 0; i < 8; ++i) s += v[i];
-  return s;
+static inline float vsum(v8f v) {
+  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
 template <>
-inline void seg_fwd_row<float>(const float* __restrict x, float* __restrict y, i64 len,
-                               float d, float q, float b) {
-  for (i64 l = 0; l < len; l += 8) {
-    const i64 m = len - l;
-    v8f xv = vload(x + l, m);
-    v8f u = d * xv;
-    vstore(y + l, u * vsigmoid(b * u) + q * xv, m);
+inline void seg_fwd<float>(const float* __restrict x, float* __restrict y, i64 len, float d,
+                           float q, float b, const float* __restrict bp) {
+  i64 l = 0;
+  if (bp) {
+    for (; l + 8 <= len; l += 8) {
+      v8f xv = vload(x + l);
+      v8f u = d * xv;
+      vstore(y + l, u * vsigmoid(vload(bp + l) * u) + q * xv);
+    }
+  } else {
+    for (; l + 8 <= len; l += 8) {
+      v8f xv = vload(x + l);
+      v8f u = d * xv;
+      vstore(y + l, u * vsigmoid(b * u) + q * xv);
+    }
   }
+  for (; l < len; ++l) y[l] = elem_fwd<float>(x[l], d, q, bp ? bp[l] : b);
 }
 
 template <>
-inline void seg_fwd_pix<float>(const float* __restrict x, float* __restrict y, i64 len,
-                               float d, float q, const float* __restrict bp) {
-  for (i64 l = 0; l < len; l += 8) {
-    const i64 m = len - l;
-    v8f xv = vload(x + l, m);
-    v8f u = d * xv;
-    vstore(y + l, u * vsigmoid(vload(bp + l, m) * u) + q * xv, m);
+inline void seg_bwd<float>(const float* __restrict go, const float* __restrict x,
+                           float* __restrict dx, i64 len, float d, float q, float b,
+                           const float* __restrict bp, float* __restrict dbp,
+                           double* sums) {
+  v8f va = vbc(0), vb = vbc(0), vc = vbc(0);
+  i64 l = 0;
+  if (bp) {
+    for (; l + 8 <= len; l += 8) {
+      v8f xv = vload(x + l), gv = vload(go + l), bv = vload(bp + l);
+      v8f u = d * xv;
+      v8f s = vsigmoid(bv * u);
+      v8f ss = s * (1.0f - s);
+      v8f gate = s + bv * u * ss;
+      vstore(dx + l, gv * (d * gate + q));
+      v8f gx = gv * xv;
+      va += gx * gate;
+      vb += gx;
+      vstore(dbp + l, vload(dbp + l) + gv * u * u * ss);
+    }
+  } else {
+    for (; l + 8 <= len; l += 8) {
+      v8f xv = vload(x + l), gv = vload(go + l);
+      v8f u = d * xv;
+      v8f s = vsigmoid(b * u);
+      v8f ss = s * (1.0f - s);
+      v8f gate = s + b * u * ss;
+      vstore(dx + l, gv * (d * gate + q));
+      v8f gx = gv * xv;
+      va += gx * gate;
+      vb += gx;
+      vc += gv * u * u * ss;
+    }
   }
+  float sa = vsum(va), sb = vsum(vb), sc = vsum(vc);
+  for (; l < len; ++l) {
+    float t = elem_bwd<float>(go[l], x[l], d, q, bp ? bp[l] : b, dx + l, sa, sb, sc);
+    if (dbp) dbp[l] += t;
+  }
+  sums[0] = sa;
+  sums[1] = sb;
+  sums[2] = dbp ? 0 : sc;
 }
 
-template <>
-inline void seg_bwd_row<float>(const float* __restrict go, const float* __restrict x,
-                               float* __restrict dx, i64 len, float d, float q, float b,
-                               double* sums) {
-  v8f sa = vbc(0), sb = vbc(0), sc = vbc(0);
-  for (i64 l = 0; l < len; l += 8) {
-    const i64 m = len - l;
-    v8f xv = vload(x + l, m), gv = vload(go + l, m);  // zero-padded: adds nothing
-    v8f u = d * xv;
-    v8f s = vsigmoid(b * u);
-    v8f ss = s * (1.0f - s);
-    v8f g = s + b * u * ss;
-    vstore(dx + l, gv * (d * g + q), m);
-    v8f gx = gv * xv;
-    sa += gx * g;
-    sb += gx;
-    sc += gv * u * u * ss;
-  }
-  sums[0] = vsum(sa);
-  sums[1] = vsum(sb);
-  sums[2] = vsum(sc);
+// ---------------------------------------------------------------------------
+// Drivers.  x, y, go, dx: (N, C, L) contiguous; d, q: (C,); beta(n, c, l) =
+// beta[n*bsn + c*bsc + l*bsl] with bsl in {0, 1} (bsl == 1 needs bsc == 0: a
+// per-pixel beta shared by the channels).  Rows are cut into segments of at
+// most `seg` elements, the unit of parallel work.
+// ---------------------------------------------------------------------------
+static inline bool go_parallel(i64 work_items, i64 numel) {
+  return work_items > 1 && numel > 32768;
 }
 
-template <>
-inline void seg_bwd_pix<float>(const float* __restrict go, const float* __restrict x,
-                               float* __restrict dx, i64 len, float d, float q,
-                               const float* __restrict bp, float* __restrict dbp,
-                               double* sums) {
-  v8f sa = vbc(0), sb = vbc(0);
-  for (i64 l = 0; l < len; l += 8) {
-    const i64 m = len - l;
-    v8f xv = vload(x + l, m), gv = vload(go + l, m), bv = vload(bp + l, m);
-    v8f u = d * xv;
-    v8f s = vsigmoid(bv * u);
-    v8f ss = s * (1.0f - s);
-    v8f g = s + bv * u * ss;
-    vstore(dx + l, gv * (d * g + q), m);
-    v8f gx = gv * xv;
-    sa += gx * g;
-    sb += gx;
-    vstore(dbp + l, vload(dbp + l, m) + gv * u * u * ss, m);
-  }
-  sums[0] = vsum(sa);
-  sums[1] = vsum(sb);
-  sums[2] = 0;
-}
-
-// x, y: (N, C, L) contiguous; d, q: (C,); beta(n, c, l) = beta[n*bsn + c*bsc + l*bsl]
-// with bsl in {0, 1} (bsl == 1 needs bsc == 0: a per-pixel beta shared by channels).
-// Rows are cut into segments of at most `seg` elements, the unit of parallel work.
 template <typename T>
 static void acon_fwd(const T* x, T* y, const T* d, const T* q, const T* beta, i64 N, i64 C,
                      i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, int nthreads) {
   const i64 nseg = (L + seg - 1) / seg;
   const i64 total = N * C * nseg;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (total > 1 && N * C * L > 32768)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (go_parallel(total, N * C * L))
   for (i64 t = 0; t < total; ++t) {
     const i64 row = t / nseg, k = t % nseg;
     const i64 n = row / C, c = row % C;
     const i64 l0 = k * seg, len = std::min(seg, L - l0);
     const T* b0 = beta + n * bsn + c * bsc;
-    if (bsl)
-      seg_fwd_pix<T>(x + row * L + l0, y + row * L + l0, len, d[c], q[c], b0 + l0);
-    else
-      seg_fwd_row<T>(x + row * L + l0, y + row * L + l0, len, d[c], q[c], *b0);
+    seg_fwd<T>(x + row * L + l0, y + row * L + l0, len, d[c], q[c], *b0,
+               bsl ? b0 + l0 : nullptr);
   }
 }
 
-// sums: (N, C, nseg, 3) doubles, written.  dbeta_pix (only for bsl == 1): (N, L),
-// zero-initialised by the caller; the work is then split over (n, segment) with
-// the channel loop inside, so no two threads write the same element.
+// sums: (N, C, 3) doubles, written: per (n, c) the sums of g x gate, g x and (for
+// a per-row beta) g u^2 s (1 - s).  dbeta_pix (only for bsl == 1): (N, L), zeroed
+// by the caller; the work is then split over (n, segment) with the channel loop
+// inside, so no two threads write the same element.
 template <typename T>
 static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, const T* beta,
                      i64 N, i64 C, i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, double* sums,
                      T* dbeta_pix, int nthreads) {
-  const i64 nseg = (L + seg - 1) / seg;
+  const i64 nseg = std::max<i64>(1, (L + seg - 1) / seg);
+  std::vector<double> scratch;
+  double* part = sums;  // (N, C, nseg, 3)
+  if (nseg > 1) {
+    scratch.assign(N * C * nseg * 3, 0.0);
+    part = scratch.data();
+  }
   if (!bsl) {
     const i64 total = N * C * nseg;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (total > 1 && N * C * L > 32768)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (go_parallel(total, N * C * L))
     for (i64 t = 0; t < total; ++t) {
       const i64 row = t / nseg, k = t % nseg;
       const i64 n = row / C, c = row % C;
-      const i64 l0 = k * seg, len = std::min(seg, L - l0);
+      const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
       const i64 off = row * L + l0;
-      seg_bwd_row<T>(go + off, x + off, dx + off, len, d[c], q[c], beta[n * bsn + c * bsc],
-                     sums + 3 * t);
+      seg_bwd<T>(go + off, x + off, dx + off, len, d[c], q[c], beta[n * bsn + c * bsc],
+                 nullptr, nullptr, part + 3 * t);
     }
   } else {
     const i64 total = N * nseg;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (total > 1 && N * C * L > 32768)
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (go_parallel(total, N * C * L))
     for (i64 t = 0; t < total; ++t) {
       const i64 n = t / nseg, k = t % nseg;
-      const i64 l0 = k * seg, len = std::min(seg, L - l0);
+      const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
       T* db = dbeta_pix + n * L + l0;
       for (i64 c = 0; c < C; ++c) {
         const i64 row = n * C + c;
         const i64 off = row * L + l0;
-        seg_bwd_pix<T>(go + off, x + off, dx + off, len, d[c], q[c],
-                       beta + n * bsn + c * bsc + l0, db, sums + 3 * (row * nseg + k));
+        seg_bwd<T>(go + off, x + off, dx + off, len, d[c], q[c], T(0),
+                   beta + n * bsn + l0, db, part + 3 * (row * nseg + k));
       }
+    }
+  }
+  if (nseg > 1) {
+    for (i64 row = 0; row < N * C; ++row) {
+      double a = 0, b = 0, c = 0;
+      for (i64 k = 0; k < nseg; ++k) {
+        const double* p = part + 3 * (row * nseg + k);
+        a += p[0];
+        b += p[1];
+        c += p[2];
+      }
+      sums[3 * row] = a;
+      sums[3 * row + 1] = b;
+      sums[3 * row + 2] = c;
     }
   }
 }
 
 extern "C" {
-int acon_abi_version() { return 2; }
+int acon_abi_version() { return 3; }
 
 #define ACON_EXPORT(T, SUF)                                                               \
   void acon_fwd_##SUF(const T* x, T* y, const T* d, const T* q, const T* beta, i64 N,     \
@@ -343,7 +332,7 @@ ACON_EXPORT(double, f64)
 }
 '''
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 _BASE_FLAGS = ['-O3', '-std=c++14', '-fPIC', '-shared', '-fno-trapping-math', '-Wno-psabi']
 # Tried in order: the first that compiles is used.
 _FLAG_SETS = (['-march=native', '-fopenmp'], ['-fopenmp'], [])
