@@ -718,9 +718,10 @@ def _plot_pixel(result, path, dpi, max_layers: int = 8):
     items = list(result['maps'].items())[:max_layers]
     cols = min(4, len(items))
     rows_n = int(math.ceil(len(items) / cols))
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3.6 * rows_n),
-                             squeeze=False)
     h, w = img.shape[:2]
+    cell_h = 3.6 * h / w + 0.6
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols + 1.2, cell_h * rows_n + 0.6),
+                             squeeze=False, layout='constrained')
     for ax in axes.flat:
         ax.axis('off')
     for ax, (name, maps) in zip(axes.flat, items):
