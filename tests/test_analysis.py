@@ -366,6 +366,7 @@ def test_acon_stats_hook_generated_beta_exact(tmp_path):
             self.conv = nn.Conv2d(3, 8, 3, padding=1)
             self.act = MetaAconC(8, switch='channel', r=2, norm_cfg=None)
             self.seen = []
+            self.seen_d = []
 
         def forward(self, inputs, labels=None, mode='tensor'):
             x = self.conv(torch.stack(inputs))
@@ -373,6 +374,7 @@ def test_acon_stats_hook_generated_beta_exact(tmp_path):
                 y = x.mean(dim=(2, 3), keepdim=True)
                 self.seen.append(torch.sigmoid(
                     self.act.fc2(self.act.fc1(y))).double())
+                self.seen_d.append((self.act.p1 - self.act.p2).abs().double())
             out = self.act(x)
             if mode == 'loss':
                 return dict(loss=out.pow(2).mean())
@@ -399,7 +401,10 @@ def test_acon_stats_hook_generated_beta_exact(tmp_path):
         osp.join(runner.log_dir, 'vis_data', 'scalars.json'))]
     acon = [r for r in records if 'acon/act/beta_mean' in r]
     assert [r['step'] for r in acon] == [2, 4]
-    for rec, seen in zip(acon, (model.seen[1], model.seen[3])):
+    for rec, i in zip(acon, (1, 3)):
+        seen = model.seen[i]
+        assert rec['acon/act/eta_mean'] == pytest.approx(
+            (seen * model.seen_d[i]).mean().item(), rel=1e-6)
         assert rec['acon/act/beta_mean'] == pytest.approx(seen.mean().item(), rel=1e-6)
         assert rec['acon/act/beta_std'] == pytest.approx(
             seen.std(unbiased=False).item(), rel=1e-5, abs=1e-8)

@@ -92,9 +92,12 @@ class AconStatsHook(Hook):
                 with torch.no_grad():
                     b = beta.detach().double()
                     d = (_layer.p1 - _layer.p2).detach().double()
-                    eta = (b * d).abs() if b.shape[1] == d.shape[1] else b * d.abs()
+                    # beta > 0: |beta (p1 - p2)| = beta |d|; a switch with one
+                    # beta for all channels averages to mean(beta) mean(|d|)
+                    eta = (b * d.abs()).sum() if b.shape[1] == d.shape[1] else \
+                        b.sum() * d.abs().mean()
                     _store.append((b.sum().item(), (b * b).sum().item(), b.numel(),
-                                   eta.sum().item(), eta.numel()))
+                                   eta.item(), b.numel()))
                 return beta
 
             layer.switch_beta = switch_beta  # instance attribute shadows the method

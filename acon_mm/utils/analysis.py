@@ -222,7 +222,8 @@ class BetaRecorder:
     A forward hook per layer recomputes ``layer.switch_beta(input)`` (in eval
     mode this is exactly the value the forward pass used) and accumulates, per
     layer: the per-channel mean over samples (and pixels), the per-channel
-    mean of :math:`\\eta = |\\beta (p_1 - p_2)|`, global mean/std over every
+    mean of :math:`\\eta = |\\beta (p_1 - p_2)|` (:math:`= |p_1 - p_2|\\,
+    \\bar\\beta` since :math:`\\beta > 0`), global mean/std over every
     generated value, and the first ``keep_maps`` pixel-switch maps.
 
     Use as a context manager around forward passes::
@@ -244,7 +245,7 @@ class BetaRecorder:
         self.sq = {}
         self.count = defaultdict(int)
         self.chan_sum = {}
-        self.eta_chan_sum = {}
+        self.d_abs = {}
         self.chan_count = defaultdict(int)
         self.samples = defaultdict(int)
         self.per_sample_means = defaultdict(list)
@@ -255,25 +256,19 @@ class BetaRecorder:
             with torch.no_grad():
                 x = inputs[0]
                 beta = module.switch_beta(x).double()
-                d = (module.p1 - module.p2).detach().double()
-                eta = (beta * d).abs() if beta.shape[1] == d.shape[1] else \
-                    (beta * d.abs())  # (N,1,..) x (1,C,1,1) -> (N,C,..)
                 n = beta.shape[0]
                 self.sum[name] = self.sum.get(name, 0.0) + beta.sum().item()
                 self.sq[name] = self.sq.get(name, 0.0) + (beta ** 2).sum().item()
                 self.count[name] += beta.numel()
                 self.samples[name] += n
                 self.per_sample_means[name] += beta.reshape(n, -1).mean(1).tolist()
-                dims = [0] + list(range(2, beta.dim()))
-                cs = beta.sum(dim=dims).reshape(-1)
-                es = eta.sum(dim=[0] + list(range(2, eta.dim()))).reshape(-1)
-                per = beta.numel() // beta.shape[1]
+                # per channel (one entry for the layer / pixel switches)
+                cs = beta.sum(dim=[0] + list(range(2, beta.dim()))).reshape(-1)
                 self.chan_sum[name] = cs if name not in self.chan_sum else \
                     self.chan_sum[name] + cs
-                eper = eta.numel() // eta.shape[1]
-                self.eta_chan_sum[name] = es / eper if name not in self.eta_chan_sum \
-                    else self.eta_chan_sum[name] + es / eper
-                self.chan_count[name] += per
+                self.chan_count[name] += beta.numel() // beta.shape[1]
+                self.d_abs[name] = (module.p1 - module.p2).detach().double().abs() \
+                    .reshape(-1)
                 if module.switch == 'pixel' and len(self.maps[name]) < self.keep_maps:
                     for m in beta[:self.keep_maps - len(self.maps[name]), 0]:
                         self.maps[name].append(m.float().cpu().numpy())
@@ -301,11 +296,13 @@ class BetaRecorder:
             mean = self.sum[name] / c
             var = max(self.sq[name] / c - mean ** 2, 0.0)
             n = self.samples[name]
+            per_channel = self.chan_sum[name] / self.chan_count[name]
             out[name] = dict(
                 mean=mean, std=math.sqrt(var),
                 sample_std=float(np.std(self.per_sample_means[name])),
-                per_channel=(self.chan_sum[name] / self.chan_count[name]).cpu().numpy(),
-                eta_per_channel=(self.eta_chan_sum[name] / n).cpu().numpy(),
+                per_channel=per_channel.cpu().numpy(),
+                # beta = sigmoid(.) > 0, so mean |beta (p1 - p2)| = |p1 - p2| mean beta
+                eta_per_channel=(self.d_abs[name] * per_channel).cpu().numpy(),
                 num_images=n, maps=self.maps.get(name, []))
         return out
 
