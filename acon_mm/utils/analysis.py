@@ -358,7 +358,6 @@ def load_model(config, checkpoint: Optional[str] = None,
         FileNotFoundError: the config or checkpoint does not exist.
         KeyError: the checkpoint lacks ACON parameters the model has (the
             message names the checkpoint and up to 10 missing keys).
-        ValueError: the model has no ACON layer.
 
     Returns:
         tuple: ``(model, cfg)``.
