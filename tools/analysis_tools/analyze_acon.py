@@ -51,6 +51,8 @@ def parse_args(argv=None):
     parser.add_argument('--out-dir', default=None,
                         help='output directory (default: '
                         f'{DEFAULT_OUT_ROOT}/<config name>)')
+    parser.add_argument('--dpi', type=int, default=110,
+                        help='resolution of the PNG plots (default: %(default)s)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
     args = parser.parse_args(argv)
@@ -72,7 +74,7 @@ def main(argv=None):
     result = analyze_model(model, batches, linear_thresh=args.linear_thresh)
     meta = dict(config=args.config, checkpoint=args.checkpoint,
                 images=args.images or 'test dataset')
-    files = write_analysis(result, args.out_dir, meta=meta)
+    files = write_analysis(result, args.out_dir, meta=meta, dpi=args.dpi)
     with open(files['summary']) as f:
         print(f.read().rstrip())
     print('\nwritten:')
