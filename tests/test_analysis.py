@@ -356,7 +356,6 @@ def test_acon_stats_hook_generated_beta_exact(tmp_path):
     import torch.nn as nn
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
-    from mmengine.registry import MODELS
 
     from acon_mm.hooks import AconStatsHook
 

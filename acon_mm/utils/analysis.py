@@ -750,13 +750,16 @@ def summary_text(result: dict, meta: Optional[dict] = None) -> str:
     lines.append(f'{"#":>3} {"layer":<{w}} {"type":<10} {"C":>5} {"β mean":>8} '
                  f'{"β std":>7} {"η median":>9} {"lin%":>5}')
     for r in rows:
+        r = dict(r, linear_pct=None if r['linear_frac'] is None
+                 else 100 * r['linear_frac'])
+
         def f(k, spec):
             return format(r[k], spec) if r.get(k) is not None else '-'.rjust(
                 int(spec.split('.')[0]) if spec[0].isdigit() else 1)
         lines.append(f'{r["depth"]:>3} {r["layer"]:<{w}} {r["type"]:<10} '
                      f'{r["channels"]:>5} {f("beta_mean", "8.3f")} '
                      f'{f("beta_std", "7.3f")} {f("eta_median", "9.3f")} '
-                     f'{(100 * r["linear_frac"]) if r["linear_frac"] is not None else float("nan"):5.0f}')
+                     f'{f("linear_pct", "5.0f")}')
     lin = [r['layer'] for r in rows if r['nearly_linear']]
     unk = [r['layer'] for r in rows if r['nearly_linear'] is None]
     if lin:
