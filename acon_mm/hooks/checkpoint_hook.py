@@ -137,6 +137,7 @@ class CheckpointHook(_MMCheckpointHook):
         self.isolate_val_rng = isolate_val_rng
         self._pending_rng: Optional[Dict[str, Any]] = None
         self._val_rng: Optional[Dict[str, Any]] = None
+        self._gathered_rng: Optional[List[Dict[str, Any]]] = None
 
     # -- saving ----------------------------------------------------------
     def _save_checkpoint_with_step(self, runner, step: int, meta: dict):
@@ -157,6 +158,10 @@ class CheckpointHook(_MMCheckpointHook):
                                                      ckpt_filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
 
+        # ``runner.save_checkpoint`` (and so ``before_save_checkpoint``) runs
+        # on rank 0 only: gather every rank's RNG states here, on all ranks
+        self._gathered_rng = self._gather_rng_states() \
+            if self.save_rng_state else None
         try:
             runner.save_checkpoint(
                 self.out_dir,
@@ -191,11 +196,20 @@ class CheckpointHook(_MMCheckpointHook):
             elif self.file_backend.isdir(ckpt_path):
                 self.file_backend.rmtree(ckpt_path)
 
+    @staticmethod
+    def _gather_rng_states() -> List[Dict[str, Any]]:
+        state = get_rng_state()
+        return all_gather_object(state) if get_world_size() > 1 else [state]
+
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if not self.save_rng_state:
             return
-        state = get_rng_state()
-        states = all_gather_object(state) if get_world_size() > 1 else [state]
+        # gathered by _save_checkpoint_with_step; a save from elsewhere (e.g.
+        # a best checkpoint) holds this rank's states only, which a resume
+        # with several ranks then does not restore
+        states, self._gathered_rng = getattr(self, '_gathered_rng', None), None
+        if states is None:
+            states = [get_rng_state()]
         checkpoint['rng_state'] = dict(
             world_size=len(states), per_rank=states)
 
