@@ -319,3 +319,22 @@ def test_spatial_mean_matches_mean():
     assert y.dtype == torch.float32
     y.sum().backward()
     assert xh.grad.dtype == torch.float16
+
+
+def test_fallback_when_the_kernel_cannot_be_built(monkeypatch, tmp_path):
+    """No working compiler: a warning, then the pure-PyTorch fused function."""
+    from acon_mm.ops import cpu_kernel
+    monkeypatch.setattr(cpu_kernel, '_tried', False)
+    monkeypatch.setattr(cpu_kernel, '_cached', None)
+    monkeypatch.setattr(cpu_kernel, '_error', None)
+    monkeypatch.setenv('ACON_MM_CACHE_DIR', str(tmp_path))
+    monkeypatch.setattr(cpu_kernel, '_compiler', lambda: str(tmp_path / 'no-such-c++'))
+    with pytest.warns(UserWarning, match='could not be built'):
+        assert load_cpu_kernels() is None
+    assert 'no-such-c++' in cpu_kernel.cpu_kernel_error()
+    x, p1, p2, beta = _make(BETA_SHAPES['channel'], 'both', torch.float32, seed=3)
+    with acon_impl('fused'):
+        assert acon_backend(x) == 'torch'
+        y = acon(x, p1, p2, beta)
+    torch.testing.assert_close(y, acon_naive(x, p1, p2, beta))
+    assert y.grad_fn.name() == 'AconFunctionBackward'

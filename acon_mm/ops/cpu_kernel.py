@@ -428,9 +428,11 @@ def _build(cxx: str) -> CpuKernels:
             tmp = path + f'.{os.getpid()}.tmp'
             with open(src, 'w') as f:
                 f.write(_SOURCE)
-            proc = subprocess.run([cxx, *flags, src, '-o', tmp], capture_output=True,
-                                  text=True, timeout=300)
-            os.remove(src)
+            try:
+                proc = subprocess.run([cxx, *flags, src, '-o', tmp], capture_output=True,
+                                      text=True, timeout=300)
+            finally:
+                os.remove(src)
             if proc.returncode != 0:
                 errors.append(f'{cxx} {" ".join(flags)}: {proc.stderr.strip()[-400:]}')
                 if osp.exists(tmp):

@@ -141,7 +141,11 @@ def machine_name() -> str:
                     break
     except OSError:
         pass
-    return (f'{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} '
+    try:
+        load = ', load average %.1f' % os.getloadavg()[0]
+    except (OSError, AttributeError):
+        load = ''
+    return (f'{cpu}, {os.cpu_count()} logical CPUs{load}, torch {torch.__version__} '
             f'({torch.get_num_threads()} threads)')
 
 
@@ -232,7 +236,11 @@ def build_retinanet(acon_cfg: dict):
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
     register_all_modules(init_default_scope=True)
-    cfg = Config.fromfile('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')
+    import mmdet
+    # mmdet's installed config (what 'mmdet::retinanet/...' names in a config's _base_)
+    path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', 'retinanet',
+                    'retinanet_r50_fpn_1x_coco.py')
+    cfg = Config.fromfile(path)
     model_cfg = copy.deepcopy(cfg.model)
     backbone = dict(model_cfg.backbone)
     backbone.pop('init_cfg', None)  # no pretrained download
@@ -314,7 +322,8 @@ def main():
     print(f'machine: {machine_name()}')
     print(f'fused backend on CPU: {acon_backend(torch.zeros(1, 1, 1, 1), "fused")}'
           f'{"" if kern is None else " (" + osp.basename(kern.path) + ")"}')
-    print('Note: ratios are measured in one run; a shared, busy machine makes them noisy.')
+    print('Note: ratios are measured in one run; a shared, busy machine makes them noisy '
+          '(there, --threads 1 avoids waiting on descheduled OpenMP workers).')
     results = bench_activations(args)
     verdicts, table = report_activations(results, args)
     det = None
