@@ -1,5 +1,6 @@
 """Every config in configs/ loads, builds its model, and says what its name says."""
 import copy
+import functools
 import glob
 import os.path as osp
 import re
@@ -21,8 +22,13 @@ ACT_OF = {'relu': 'ReLU', 'swish': 'SwishBeta', 'aconc': 'AconC',
           'metaacon': 'MetaAconC'}
 
 
-def _load(rel):
+@functools.lru_cache(maxsize=None)
+def _load_cached(rel):
     return Config.fromfile(osp.join(ROOT, rel))
+
+
+def _load(rel):
+    return copy.deepcopy(_load_cached(rel))
 
 
 def _registry(scope):

@@ -28,13 +28,16 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
+# Idle OpenMP threads sleep instead of spinning: on a busy machine spinning
+# threads slowed training here several-fold (must be set before torch loads).
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 DET_CONFIG = osp.join(ROOT, 'configs/demo/retinanet_r18-aconc_fpn_demo.py')
 SEG_CONFIG = osp.join(ROOT, 'configs/demo/pspnet_r18-d8-aconc_demo.py')
 # measured on 2 CPU cores: a PSPNet demo iteration costs about this many
 # detector demo iterations (both at their demo batch sizes); used to decide
 # whether the segmentation part fits the time budget.
-SEG_ITER_COST = 1.0
+SEG_ITER_COST = 1.1
 
 
 def _load_tool(name):
@@ -74,15 +77,24 @@ def _config_for(src, work_dir, iters, seed):
         cfg.train_cfg.max_iters = iters
         cfg.train_cfg.val_interval = iters
         for sch in cfg.param_scheduler:
-            for key in ('begin', 'end', 'T_max'):
-                if key in sch:
-                    sch[key] = max(1, round(sch[key] * iters / old))
+            begin = round(sch.get('begin', 0) * iters / old)
+            sch['begin'] = begin
+            if 'end' in sch:
+                sch['end'] = max(begin + 1, round(sch['end'] * iters / old))
+            if 'T_max' in sch:
+                sch['T_max'] = sch['end'] - begin
         cfg.default_hooks.checkpoint.interval = max(1, iters // 4)
     cfg.randomness = dict(seed=seed)
     os.makedirs(work_dir, exist_ok=True)
     out = osp.join(work_dir, osp.basename(src))
     cfg.dump(out)
     return out, cfg.train_cfg.max_iters
+
+
+def _rel(path):
+    """``path`` relative to the repository if inside it, else absolute."""
+    path = osp.abspath(path)
+    return osp.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
 
 
 def _latest_log(work_dir):
@@ -107,8 +119,8 @@ def _run(kind, cfg_src, data_root, work_dir, iters, seed, train_tool,
     cfg_file, iters = _config_for(cfg_src, work_dir, iters, seed)
     train_argv = [cfg_file, '--work-dir', work_dir, '--data-root', data_root]
     print(f'\n=== {kind}: training {iters} iterations\n    python tools/train.py '
-          + ' '.join(osp.relpath(a, ROOT) if osp.isabs(a) else a
-                     for a in train_argv), flush=True)
+          + ' '.join(_rel(a) if osp.isabs(a) else a for a in train_argv),
+          flush=True)
     t0 = time.time()
     train_tool.main(train_argv)
     t_train = time.time() - t0
@@ -118,8 +130,8 @@ def _run(kind, cfg_src, data_root, work_dir, iters, seed, train_tool,
     test_argv = [cfg_file, ckpt, '--work-dir', osp.join(work_dir, 'test'),
                  '--data-root', data_root, '--out', out, '--show-dir', show_dir]
     print(f'\n=== {kind}: evaluating\n    python tools/test.py '
-          + ' '.join(osp.relpath(a, ROOT) if osp.isabs(a) else a
-                     for a in test_argv), flush=True)
+          + ' '.join(_rel(a) if osp.isabs(a) else a for a in test_argv),
+          flush=True)
     t1 = time.time()
     metrics = test_tool.main(test_argv)
     t_test = time.time() - t1
@@ -178,27 +190,30 @@ def _summary(results, total, seg_note, args):
           f'({os.cpu_count()} CPU cores visible)')
     for r in results:
         m = r['metrics']
-        print(f'\n{r["kind"]}: {osp.relpath(r["config"], ROOT)} '
+        print(f'\n{r["kind"]}: {_rel(r["config"])} '
               f'({r["iters"]} iterations, train {r["t_train"]:.0f} s, '
               f'test {r["t_test"]:.0f} s)')
         if r['kind'] == 'detection':
             keys = ['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75',
                     'coco/bbox_mAP_s', 'coco/bbox_mAP_m', 'coco/bbox_mAP_l']
+            if 'coco/bbox_mAP' not in m:
+                print('  no detection scored above the score threshold: '
+                      'COCO bbox mAP = 0 (train longer)')
             ok = float(m.get('coco/bbox_mAP', 0)) >= args.min_map
-            print(f'  COCO bbox mAP (pycocotools) = {m.get("coco/bbox_mAP")} '
-                  f'[target >= {args.min_map}: {"met" if ok else "NOT met"}]')
+            print(f'  COCO bbox mAP (pycocotools) = {m.get("coco/bbox_mAP", 0.0)}'
+                  f' [target >= {args.min_map}: {"met" if ok else "NOT met"}]')
             print('  ' + ', '.join(f'{k.split("/")[-1]}={m.get(k)}'
-                                   for k in keys[1:]))
+                                   for k in keys[1:] if k in m))
             tm = r['train_metrics'].get('coco/bbox_mAP')
         else:
             print(f'  mIoU (mmseg IoUMetric) = {m.get("mIoU")} %, '
                   f'aAcc = {m.get("aAcc")} %, mAcc = {m.get("mAcc")} %')
             tm = r['train_metrics'].get('mIoU')
         print(f'  (validation at the end of training reported {tm})')
-        print(f'  checkpoint:        {r["checkpoint"]}')
-        print(f'  training log:      {r["log"]}')
-        print(f'  raw predictions:   {r["predictions"]}')
-        print(f'  drawn predictions: {r["drawn"]}')
+        print(f'  checkpoint:        {_rel(r["checkpoint"])}')
+        print(f'  training log:      {_rel(r["log"])}')
+        print(f'  raw predictions:   {_rel(r["predictions"])}')
+        print(f'  drawn predictions: {_rel(r["drawn"])}/')
     if seg_note:
         print(f'\nsegmentation: {seg_note}')
     print(line, flush=True)

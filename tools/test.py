@@ -78,8 +78,10 @@ def _visualization(cfg: Config, task: str, args) -> str:
         # DetVisualizationHook writes <test_out_dir>/<image file name>
         hook['test_out_dir'] = show_dir
         return show_dir
-    # SegVisualizationHook draws through the visualizer's LocalVisBackend:
-    # <save_dir>/vis_data/vis_image/test_<image>_<index>.png
+    # SegVisualizationHook draws every `interval`-th batch (default 50)
+    # through the visualizer's LocalVisBackend:
+    # <save_dir>/vis_data/vis_image/test_<image>_<step>.png
+    hook['interval'] = 1
     cfg.visualizer['save_dir'] = show_dir
     return osp.join(show_dir, 'vis_data', 'vis_image')
 
