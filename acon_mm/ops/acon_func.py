@@ -123,10 +123,6 @@ def acon_naive(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
 class _Layout:
     __slots__ = ('N', 'C', 'L', 'd', 'q', 'beta', 'bsn', 'bsc', 'bsl', 'bshape')
 
-    @property
-    def nseg(self) -> int:
-        return (self.L + _SEG - 1) // _SEG
-
 
 def _padded(shape, ndim: int) -> tuple:
     return (1, ) * (ndim - len(shape)) + tuple(shape)

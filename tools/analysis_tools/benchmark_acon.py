@@ -5,8 +5,9 @@ generator, SwishBeta) with the fused and the naive implementation, and for nn.Re
 nn.SiLU, on the activation shapes of ResNet-50's four stages (bottleneck widths,
 batch 8 by default: 64x56x56, 128x28x28, 256x14x14, 512x7x7), it measures
 
-* forward+backward time: median over interleaved repeats (every candidate runs once
-  per round, in a rotating order, so machine noise hits all alike);
+* forward+backward time: median (``--stat min``: minimum) over interleaved repeats
+  (every candidate runs once per round, in a rotating order, so machine noise hits
+  all alike);
 * saved-tensor bytes: the distinct storages autograd keeps for backward
   (``torch.autograd.graph.saved_tensors_hooks``), as a multiple of the input's bytes.
 
@@ -74,6 +75,9 @@ def parse_args():
     p.add_argument('--det-batch', type=int, default=2, help='detector batch size')
     p.add_argument('--det-repeats', type=int, default=None,
                    help='timed detector steps per model (default 5, --quick 3)')
+    p.add_argument('--stat', choices=('median', 'min'), default='median',
+                   help='statistic over the interleaved repeats (min: the least '
+                   'disturbed run, for a busy shared machine)')
     p.add_argument('--out', default=None, help='write the results as JSON here')
     return p.parse_args()
 
@@ -116,7 +120,8 @@ def make_step(module: nn.Module, impl: str, x: torch.Tensor, gout: torch.Tensor)
     return step
 
 
-def interleaved_median(steps: dict, repeats: int, warmup: int = 2) -> dict:
+def interleaved_times(steps: dict, repeats: int, warmup: int = 2,
+                       stat: str = 'median') -> dict:
     names = list(steps)
     for _ in range(warmup):
         for n in names:
@@ -128,7 +133,8 @@ def interleaved_median(steps: dict, repeats: int, warmup: int = 2) -> dict:
             t0 = time.perf_counter()
             steps[n]()
             times[n].append(time.perf_counter() - t0)
-    return {n: statistics.median(v) for n, v in times.items()}
+    reduce = min if stat == 'min' else statistics.median
+    return {n: reduce(v) for n, v in times.items()}
 
 
 def machine_name() -> str:
@@ -174,7 +180,7 @@ def bench_activations(args) -> dict:
                 modules[(name, impl)] = m
         for key, m in modules.items():
             steps[key] = make_step(m, key[1] if key[1] != '-' else 'naive', x, gout)
-        times = interleaved_median(steps, repeats)
+        times = interleaved_times(steps, repeats, stat=args.stat)
         for key, m in modules.items():
             impl = key[1] if key[1] != '-' else 'naive'
             leaf = x.detach().requires_grad_()
@@ -195,7 +201,7 @@ def report_activations(results: dict, args) -> tuple:
     silu_total = sum(silu['time'])
     shapes = ' '.join(f'{C}x{S}x{S}' for C, S in STAGES)
     print(f'\nActivations, batch {args.batch}, shapes {shapes}; time = sum over the '
-          'shapes of the median forward+backward time')
+          f'shapes of the {args.stat} forward+backward time')
     hdr = (f'{"layer":<10} {"impl":<6} {"time ms":>8} {"/SiLU":>6} {"/naive":>7} '
            f'{"per-shape /SiLU":>24} {"saved/in":>9}  target')
     print(hdr)
@@ -297,10 +303,10 @@ def bench_detector(args) -> tuple:
             return model.parse_losses(model(**batch, mode='loss'))[0]
 
         saved[name] = saved_bytes(fwd, module=model)
-    times = interleaved_median(steps, repeats, warmup=1)
+    times = interleaved_times(steps, repeats, warmup=1, stat=args.stat)
     ratio = times['MetaAconC'] / times['ReLU']
     print(f'\nRetinaNet-R50 train step (batch {args.det_batch}, {size}x{size}, '
-          f'ResNetACON backbone, same code; median of {repeats} interleaved steps):')
+          f'ResNetACON backbone, same code; {args.stat} of {repeats} interleaved steps):')
     for name in models:
         print(f'  {name:<10} {times[name] * 1e3:9.1f} ms   saved tensors '
               f'{saved[name] / 2**20:8.1f} MiB')
