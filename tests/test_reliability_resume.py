@@ -99,18 +99,26 @@ def _pointer(work_dir):
         return f.read().strip()
 
 
-def _trained_iters(work_dir, after_time):
-    """Iterations logged by the runs in ``work_dir`` started after a time."""
-    iters = []
-    for stamp in sorted(os.listdir(work_dir)):
-        scal = osp.join(work_dir, stamp, 'vis_data', 'scalars.json')
-        if osp.isfile(scal) and osp.getmtime(osp.join(work_dir, stamp)) >= \
-                after_time:
-            import json
-            with open(scal) as f:
-                iters += [json.loads(line)['iter'] for line in f
-                          if '"loss"' in line]
-    return iters
+def _logged_iter(work_dir, it):
+    """Whether the run in ``work_dir`` has logged training iteration ``it``."""
+    pattern = re.compile(rf'Iter\(train\) \[\s*{it}/')
+    for stamp in os.listdir(work_dir) if osp.isdir(work_dir) else []:
+        log = osp.join(work_dir, stamp, f'{stamp}.log')
+        if osp.isfile(log):
+            with open(log) as f:
+                if pattern.search(f.read()):
+                    return True
+    return False
+
+
+def _trained_iters(work_dir):
+    """Iterations logged by the newest run in ``work_dir``."""
+    import json
+    stamps = sorted(n for n in os.listdir(work_dir)
+                    if osp.isdir(osp.join(work_dir, n, 'vis_data')))
+    with open(osp.join(work_dir, stamps[-1], 'vis_data',
+                       'scalars.json')) as f:
+        return [json.loads(line)['iter'] for line in f if '"loss"' in line]
 
 
 @pytest.fixture(scope='module')
@@ -127,36 +135,39 @@ def test_sigkill_at_any_moment_then_resume_gives_identical_weights(
         tmp_path, small_config, demo_cityscapes, uninterrupted):
     opts = _options(demo_cityscapes['data_root'])
     work_dir = tmp_path / 'killed'
-    proc = subprocess.Popen(
-        _train_cmd(small_config, work_dir, opts), cwd=str(REPO_ROOT),
-        env=_tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
-    try:
-        # wait for the first checkpoint, then kill at an arbitrary moment of
-        # the next few iterations (mid-step, mid-save or mid-validation)
-        deadline = time.time() + 240
-        while _pointer(work_dir) is None and proc.poll() is None and \
-                time.time() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is None, 'training ended before it could be killed'
-        time.sleep(random.Random().uniform(0.0, 2.5))
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    rng = random.Random()
+    # an arbitrary moment: right after iteration 3 or 4 is logged plus a
+    # random delay, i.e. mid-validation (after 3), mid-save (after 4) or
+    # mid-step; iteration 2's checkpoint is complete by then, and the run
+    # still has two or more iterations, a validation and a save ahead
+    after_iter, delay = rng.choice([3, 4]), rng.uniform(0.0, 0.25)
+    with open(tmp_path / 'killed.stderr', 'w') as err:
+        proc = subprocess.Popen(
+            _train_cmd(small_config, work_dir, opts), cwd=str(REPO_ROOT),
+            env=_tool_env(), stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            deadline = time.time() + 300
+            while proc.poll() is None and time.time() < deadline and \
+                    not _logged_iter(work_dir, after_iter):
+                time.sleep(0.01)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, (
+        f'training ended (rc {proc.returncode}) before the kill after '
+        f'iteration {after_iter} + {delay:.2f} s:\n' +
+        (tmp_path / 'killed.stderr').read_text()[-3000:])
     killed_at = _pointer(work_dir)
     assert killed_at and is_complete_checkpoint(killed_at)
     resumed_from = safe_torch_load(killed_at)['meta']['iter']
     assert resumed_from < ITERS
 
-    t0 = time.time()
     out = _run(_train_cmd(small_config, work_dir, opts, resume=True))
     log = out.stdout + out.stderr
-    assert f'resumed epoch: 0, iter: {resumed_from}' in log.replace(
-        'Resumed', 'resumed').replace('  ', ' ') or \
-        re.search(rf'iter[: ]+{resumed_from}\b', log), log[-3000:]
+    assert f'resumed epoch: 0, iter: {resumed_from}' in log, log[-3000:]
     # the resumed run trains exactly the iterations not yet checkpointed
-    assert _trained_iters(str(work_dir), t0 - 1) == list(
+    assert _trained_iters(str(work_dir)) == list(
         range(resumed_from + 1, ITERS + 1))
 
     resumed = _weights(work_dir / f'iter_{ITERS}.pth')
