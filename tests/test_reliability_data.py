@@ -261,3 +261,30 @@ def test_no_images_named(cityscapes, tmp_path):
     os.makedirs(osp.join(cfg_root['data_root'], 'leftImg8bit', 'train'))
     with pytest.raises(DataValidationError, match='no images ending in'):
         _seg_dataset(cfg_root)
+
+
+@pytest.mark.parametrize('task', ['det', 'seg'])
+def test_validated_datasets_train_and_evaluate_through_train_py(
+        task, tmp_path, det_demo_config, seg_demo_config, demo_coco,
+        demo_cityscapes):
+    """Drop-in: the demo configs train and evaluate with the validated types."""
+    import importlib.util
+
+    from conftest import demo_cfg_options, read_val_metrics
+    config, root, dtype = (
+        (det_demo_config, demo_coco['data_root'], 'ValidatedCocoDataset')
+        if task == 'det' else
+        (seg_demo_config, demo_cityscapes['data_root'],
+         'ValidatedCityscapesDataset'))
+    spec = importlib.util.spec_from_file_location(
+        'acon_tool_train', str(REPO_ROOT / 'tools/train.py'))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    work = tmp_path / 'work'
+    train.main([config, '--work-dir', str(work), '--cfg-options',
+                *demo_cfg_options(task, root, iters=2), *[
+                    f'{s}_dataloader.dataset.type={dtype}'
+                    for s in ('train', 'val', 'test')]])
+    assert (work / 'iter_2.pth').is_file()
+    metrics = read_val_metrics(str(work))
+    assert ('coco/bbox_mAP' if task == 'det' else 'mIoU') in metrics
