@@ -138,3 +138,58 @@ def test_missing_pretrained_weights_are_named(run_tool, tmp_path):
     assert 'acon_official_to_mm.py' in proc.stderr
     assert '--cfg-options model.backbone.init_cfg=None' in proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_demo_data_is_deterministic_and_in_the_real_formats(tmp_path):
+    import filecmp
+
+    import numpy as np
+    from mmcv import imread
+    from pycocotools.coco import COCO
+
+    from acon_mm.utils.demo_data import (COCO_DEMO_CLASSES, make_coco_demo,
+                                         make_cityscapes_demo)
+    kw = dict(num_train=3, num_val=2)
+    a = make_coco_demo(str(tmp_path / 'a'), seed=3, **kw)
+    b = make_coco_demo(str(tmp_path / 'b'), seed=3, **kw)
+    c = make_coco_demo(str(tmp_path / 'c'), seed=4, **kw)
+    assert filecmp.cmp(a['train_ann'], b['train_ann'], shallow=False)
+    assert not filecmp.cmp(a['train_ann'], c['train_ann'], shallow=False)
+    coco = COCO(a['val_ann'])
+    assert [coco.cats[i]['name'] for i in sorted(coco.cats)] == \
+        list(COCO_DEMO_CLASSES)
+    for img in coco.dataset['images']:
+        arr = imread(osp.join(a['data_root'], 'val2017', img['file_name']))
+        assert arr.shape == (img['height'], img['width'], 3)
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img['id']))
+        assert 1 <= len(anns) <= 3
+        for ann in anns:
+            x, y, w, h = ann['bbox']
+            assert x >= 0 and y >= 0 and w > 0 and h > 0
+            assert x + w <= img['width'] and y + h <= img['height']
+            assert ann['iscrowd'] == 0 and 0 < ann['area'] <= w * h
+
+    s1 = make_cityscapes_demo(str(tmp_path / 's1'), seed=3, **kw)
+    s2 = make_cityscapes_demo(str(tmp_path / 's2'), seed=3, **kw)
+    lab_files = sorted(glob.glob(osp.join(s1['data_root'], 'gtFine', '*', '*',
+                                          '*_gtFine_labelTrainIds.png')))
+    assert len(lab_files) == 5
+    for f in lab_files:
+        twin = f.replace(s1['data_root'], s2['data_root'])
+        assert filecmp.cmp(f, twin, shallow=False)
+        lab = imread(f, flag='unchanged')
+        assert lab.shape == (128, 256) and lab.dtype == np.uint8
+        assert set(np.unique(lab)) <= set(range(19)) | {255}
+        img = f.replace(osp.join(s1['data_root'], 'gtFine'),
+                        osp.join(s1['data_root'], 'leftImg8bit')).replace(
+                            '_gtFine_labelTrainIds.png', '_leftImg8bit.png')
+        assert imread(img).shape == (128, 256, 3)
+    # mmseg's CityscapesDataset pairs every image with its label map
+    from mmseg.datasets import CityscapesDataset
+    ds = CityscapesDataset(
+        data_root=s1['data_root'],
+        data_prefix=dict(img_path='leftImg8bit/train',
+                         seg_map_path='gtFine/train'),
+        pipeline=[], serialize_data=False)
+    assert len(ds) == 3
+    assert all(osp.isfile(d['seg_map_path']) for d in ds)

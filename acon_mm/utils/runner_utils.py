@@ -119,7 +119,7 @@ def adapt_cfg_to_device(cfg: Config, launcher: str = 'none') -> List[str]:
         if backend != 'gloo':
             dist_cfg['backend'] = 'gloo'
             msgs.append(f'no CUDA: distributed backend {backend!r} replaced by '
-                        "'gloo'; training runs on CPU")
+                        "'gloo'; running on CPU")
         wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(
             type='MMDistributedDataParallel',
             broadcast_buffers=False,

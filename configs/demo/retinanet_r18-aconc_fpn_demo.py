@@ -72,7 +72,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-max_iters = 800
+max_iters = 600
 train_cfg = dict(
     _delete_=True,
     type='IterBasedTrainLoop',
