@@ -199,7 +199,10 @@ def test_analyze_acon_demo_detector(tiny_det_checkpoint, tmp_path):
     """The demo detector (ACON-C ResNet-18 RetinaNet) trained by tools/train.py."""
     tool = _tool('analyze_acon')
     ck = tiny_det_checkpoint
-    result, files = tool.main([ck.config, ck.checkpoint, '--out-dir', str(tmp_path)])
+    # the work dir stands for its last checkpoint
+    result, files = tool.main([ck.config, ck.work_dir, '--out-dir', str(tmp_path)])
+    table = json.load(open(files['layers_json']))
+    assert osp.samefile(table['meta']['checkpoint'], ck.checkpoint)
     state = safe_torch_load(ck.checkpoint)['state_dict']
     layers = _read_csv(files['layers_csv'])
     acon_keys = sorted(k[:-len('.p1')] for k in state if k.endswith('.p1'))
@@ -208,7 +211,6 @@ def test_analyze_acon_demo_detector(tiny_det_checkpoint, tmp_path):
     assert [int(r['depth']) for r in layers] == list(range(len(layers)))
     assert layers[0]['layer'] == 'backbone.layer1.0.acon1'
     assert layers[-1]['layer'] == 'backbone.layer4.1.acon2'
-    table = json.load(open(files['layers_json']))
     assert [r['layer'] for r in table['layers']] == [r['layer'] for r in layers]
     _check_learned_rows(layers, _read_csv(files['channels_csv']), state)
     _assert_png(files['depth_png'])

@@ -20,6 +20,7 @@ summary.txt, which is also printed. Works for detection (mmdet) and
 segmentation (mmseg) configs: the scope comes from the config's default_scope.
 """
 import argparse
+import glob
 import os.path as osp
 import sys
 
@@ -38,7 +39,9 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n\n', 2)[2])
     parser.add_argument('config', help='model config file')
-    parser.add_argument('checkpoint', help='checkpoint file (.pth)')
+    parser.add_argument('checkpoint',
+                        help='checkpoint file (.pth), or a work dir: its '
+                        'last_checkpoint (else its newest *.pth) is used')
     parser.add_argument('--images', default=None,
                         help='folder of images for the generated (meta-ACON) '
                         'beta; default: the config\'s test dataset')
@@ -64,8 +67,28 @@ def parse_args(argv=None):
     return args
 
 
+def resolve_checkpoint(path):
+    """A checkpoint file as given; for a work dir the checkpoint its
+    ``last_checkpoint`` names, else its newest ``*.pth``."""
+    if not osp.isdir(path):
+        return path
+    pointer = osp.join(path, 'last_checkpoint')
+    if osp.isfile(pointer):
+        with open(pointer) as f:
+            ckpt = f.read().strip()
+        if not osp.isabs(ckpt) and not osp.isfile(ckpt):
+            ckpt = osp.join(path, osp.basename(ckpt))
+        return ckpt
+    pths = glob.glob(osp.join(path, '*.pth'))
+    if not pths:
+        raise FileNotFoundError(f'work dir {path} has no last_checkpoint and no '
+                                '*.pth file')
+    return max(pths, key=osp.getmtime)
+
+
 def main(argv=None):
     args = parse_args(argv)
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     model, cfg = load_model(args.config, args.checkpoint, args.cfg_options)
     has_meta = any(isinstance(m, MetaAconC) for m in model.modules())
     batches = None
