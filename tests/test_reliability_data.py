@@ -8,7 +8,6 @@ sample is reached, instead of a stack trace from deep inside a transform.
 import json
 import os
 import os.path as osp
-import numpy as np
 import pytest
 from mmengine.registry import DATASETS, DefaultScope
 
@@ -180,7 +179,10 @@ def test_user_sees_the_named_error_from_train_py(coco, tmp_path,
         train.main([det_demo_config, '--work-dir', str(tmp_path / 'work'),
                     '--data-root', root, '--cfg-options',
                     'train_dataloader.dataset.type=ValidatedCocoDataset',
-                    'train_cfg.max_iters=2'])
+                    'train_cfg.max_iters=2',
+                    # runners in one process share loggers/visualizers of one name
+                    f'experiment_name=bad_category_{tmp_path.name}',
+                    f'visualizer.name=vis_bad_category_{tmp_path.name}'])
     msg = str(info.value)
     assert coco['train_ann'] in msg
     assert f'annotation id {ann["id"]}' in msg and 'category_id 99' in msg
@@ -284,7 +286,10 @@ def test_validated_datasets_train_and_evaluate_through_train_py(
     train.main([config, '--work-dir', str(work), '--cfg-options',
                 *demo_cfg_options(task, root, iters=2), *[
                     f'{s}_dataloader.dataset.type={dtype}'
-                    for s in ('train', 'val', 'test')]])
+                    for s in ('train', 'val', 'test')],
+                # runners in one process share loggers/visualizers of one name
+                f'experiment_name=validated_{task}_{tmp_path.name}',
+                f'visualizer.name=vis_validated_{task}_{tmp_path.name}'])
     assert (work / 'iter_2.pth').is_file()
     metrics = read_val_metrics(str(work))
     assert ('coco/bbox_mAP' if task == 'det' else 'mIoU') in metrics

@@ -4,7 +4,6 @@ A real mmengine Runner trains a small ACON regression model; the data set has
 one sample whose input is NaN (or target Inf), so with ``shuffle=False`` and batch 4 the
 third iteration's loss term ``loss_reg`` is NaN (``loss_aux`` stays finite).
 """
-import math
 import os
 
 import pytest

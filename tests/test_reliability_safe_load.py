@@ -193,5 +193,7 @@ def test_test_py_refuses(tmp_path, det_demo_config, demo_coco):
     main = _tool_main('tools/test.py')
     with pytest.raises(UnsafeCheckpointError) as info:
         main([det_demo_config, str(ckpt), '--work-dir',
-              str(tmp_path / 'work'), '--data-root', root])
+              str(tmp_path / 'work'), '--data-root', root, '--cfg-options',
+              f'experiment_name=planted_{tmp_path.name}',
+              f'visualizer.name=vis_planted_{tmp_path.name}'])
     _assert_refused(info.value, ckpt, marker)

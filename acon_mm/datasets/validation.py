@@ -15,7 +15,6 @@ file, the annotation id, the image, the value.
   ignore index, and the size of its image).
 """
 import json
-import os
 import os.path as osp
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 

@@ -25,7 +25,7 @@ It wraps the model's ``parse_losses`` (every mmdet/mmseg model and
 every rank skips or stops together (no rank waits in a collective).
 """
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.distributed as torch_dist
