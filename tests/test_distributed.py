@@ -8,7 +8,7 @@ predictions of both ranks (each rank saw half of the validation images).
 """
 import json
 import os
-import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -89,12 +89,19 @@ default_hooks = dict(checkpoint=dict(interval=3), logger=dict(interval=1))
     env.update(PYTHONPATH=f'{repo_root}:{tmp_path}', PORT=str(_free_port()),
                PYTHON=sys.executable, OMP_NUM_THREADS='1',
                PYTHONWARNINGS='ignore')
-    proc = subprocess.run(
+    # own process group, so that a hang kills torchrun and both ranks
+    proc = subprocess.Popen(
         ['bash', str(repo_root / 'tools' / 'dist_train.sh'), str(cfg), '2',
          '--work-dir', str(work_dir)],
-        cwd=str(repo_root), env=env, capture_output=True, text=True,
-        timeout=400)
-    log = proc.stdout + proc.stderr
+        cwd=str(repo_root), env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        log, _ = proc.communicate()
+        pytest.fail('2-rank training hung (killed after 400 s):\n' +
+                    log[-6000:])
     assert proc.returncode == 0, log[-6000:]
     assert "'gloo'" in log and 'SyncBN replaced by BN' in log, log[-3000:]
 

@@ -104,11 +104,12 @@ def build_cfg(args):
     if args.show or args.show_dir:
         drawn = _visualization(cfg, task, args)
     if args.out is not None:
+        # mmdet's DumpDetResults stores plain dicts; for segmentation
+        # mmengine's DumpResults stores the SegDataSamples
         dump = ConfigDict(
-            type='DumpDetResults' if task == 'mmdet' else 'DumpResults',
+            type='DumpDetResults'
+            if task == 'mmdet' else 'mmengine.DumpResults',
             out_file_path=args.out)
-        if task == 'mmseg':
-            dump['type'] = 'mmengine.evaluator.DumpResults'
         ev = cfg.test_evaluator
         cfg.test_evaluator = (list(ev) if isinstance(ev, (list, tuple)) else
                               [ev]) + [dump]

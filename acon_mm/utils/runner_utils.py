@@ -104,7 +104,8 @@ def adapt_cfg_to_device(cfg: Config, launcher: str = 'none') -> List[str]:
     """
     if torch.cuda.is_available():
         return []
-    msgs = []
+    msgs = ['no CUDA: running on the CPU' +
+            ('' if launcher == 'none' else f' (launcher {launcher!r})')]
     changed = replace_sync_bn(cfg)
     if changed:
         msgs.append('no CUDA: SyncBN replaced by BN at ' + ', '.join(changed) +
