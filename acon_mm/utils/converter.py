@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .checkpoint import UnsafeCheckpointError, safe_torch_load
+from .checkpoint import safe_torch_load
 
 __all__ = [
     'OFFICIAL_ARCHS', 'ConversionError', 'detect_arch', 'expected_layout',
@@ -281,6 +281,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         convert_checkpoint(args.src, args.dst, args.arch)
-    except (ConversionError, FileNotFoundError, UnsafeCheckpointError) as err:
+    except (ConversionError, FileNotFoundError) as err:
         parser.exit(1, f'error: {err}\n')
     return 0
