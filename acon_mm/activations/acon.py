@@ -28,6 +28,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from ..ops import acon, spatial_mean
+from ..ops.meta_func import meta_acon_channel
 
 __all__ = [
     'AconA', 'AconB', 'AconC', 'MetaAconC', 'SwishBeta', 'AconSwitchBN',
@@ -307,6 +308,9 @@ class AconSwitchBN(nn.BatchNorm2d):
     the official checkpoints' ``bn1``/``bn2`` load unchanged.
     """
 
+    #: the fused meta-ACON kernel (acon_mm.ops.meta_func) mirrors the batch-1 fallback
+    _acon_batch1_fallback = True
+
     def forward(self, x: Tensor) -> Tensor:
         if self.training and self.track_running_stats and \
                 x.numel() // x.shape[1] == 1:
@@ -411,6 +415,12 @@ class MetaAconC(BaseAcon):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
+        if self.switch == 'channel':
+            # CPU: the whole layer as one fused kernel call (None where it does not apply)
+            y = meta_acon_channel(x, self.p1, self.p2, self.fc1, self.bn1, self.fc2, self.bn2,
+                                  (AconSwitchBN, nn.BatchNorm2d))
+            if y is not None:
+                return y
         return acon(x, self.p1, self.p2, self.switch_beta(x))
 
     def extra_repr(self) -> str:

@@ -129,13 +129,22 @@ def _padded(shape, ndim: int) -> tuple:
 
 
 def _channel_vector(p: Tensor, ndim: int, C: int, dtype) -> Optional[Tensor]:
-    """``p`` as a (C,) vector, or ``None`` if it varies along another dimension."""
-    if p.dim() > ndim:
+    """``p`` as a contiguous (C,) vector, or ``None`` if it varies along another
+    dimension. (Called inside ``AconFunction.forward``, where autograd is off.)"""
+    shape = p.shape
+    if len(shape) > ndim:
         return None
-    shape = _padded(p.shape, ndim)
-    if any(s != 1 for i, s in enumerate(shape) if i != 1):
-        return None
-    return p.detach().reshape(-1).to(dtype).expand(C)
+    # p's dimension of the channel axis: index len(shape) - ndim + 1
+    ci = len(shape) - ndim + 1
+    for i, s in enumerate(shape):
+        if s != 1 and i != ci:
+            return None
+    v = p.reshape(-1)
+    if v.dtype != dtype:
+        v = v.to(dtype)
+    if v.numel() != C:
+        v = v.expand(C).contiguous()
+    return v
 
 
 _CONSTS = {}
@@ -175,12 +184,13 @@ def _layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
         return None
     bshape = _padded(beta.shape, ndim)
     Nb, Cb, spatial = bshape[0], bshape[1], bshape[2:]
-    b = beta.detach().reshape(bshape)
     if all(s == 1 for s in spatial):
         Lb = 1
+        b = beta
     else:
         if Cb != 1:  # varies over channels and pixels: generic path
             return None
+        b = beta.reshape(bshape)
         if tuple(spatial) != tuple(x.shape[2:]):
             b = b.expand(bshape[:2] + tuple(x.shape[2:]))
         Lb = L
@@ -189,13 +199,15 @@ def _layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
     if v1 is None and v2 is None:
         d, q = _const_vector(1.0, C, dtype, x.device), _const_vector(0.0, C, dtype, x.device)
     elif v2 is None:
-        d, q = v1.contiguous(), _const_vector(0.0, C, dtype, x.device)
+        d, q = v1, _const_vector(0.0, C, dtype, x.device)
     elif v1 is None:
-        d, q = (1 - v2).contiguous(), v2.contiguous()
+        d, q = 1 - v2, v2
     else:
-        d, q = (v1 - v2).contiguous(), v2.contiguous()
+        d, q = v1 - v2, v2
     lay.d, lay.q = d, q
-    lay.beta = b.to(dtype).reshape(Nb, Cb, Lb).contiguous()
+    if b.dtype != dtype:
+        b = b.to(dtype)
+    lay.beta = b.reshape(Nb, Cb, Lb).contiguous()
     lay.bsn = Cb * Lb if Nb > 1 else 0
     lay.bsc = Lb if Cb > 1 else 0
     lay.bsl = 1 if Lb > 1 else 0
@@ -223,31 +235,42 @@ def _as_input_layout(y: Tensor, x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------
 def _cpu_fwd(xc: Tensor, lay: _Layout) -> Tensor:
     kern = load_cpu_kernels()
-    xc = xc.to(_compute_dtype(xc))
+    if xc.dtype in _HALF:
+        xc = xc.float()
     y = torch.empty_like(xc, memory_format=torch.contiguous_format)
     if xc.numel():
-        suf = 'f64' if xc.dtype == torch.float64 else 'f32'
-        kern.fwd[suf](xc.data_ptr(), y.data_ptr(), lay.d.data_ptr(), lay.q.data_ptr(),
-                      lay.beta.data_ptr(), lay.N, lay.C, lay.L, lay.bsn, lay.bsc, lay.bsl,
-                      _SEG, torch.get_num_threads())
+        f = kern.fwd['f64' if xc.dtype == torch.float64 else 'f32']
+        f(xc.data_ptr(), y.data_ptr(), lay.d.data_ptr(), lay.q.data_ptr(),
+          lay.beta.data_ptr(), lay.N, lay.C, lay.L, lay.bsn, lay.bsc, lay.bsl, _SEG,
+          torch.get_num_threads())
     return y
 
 
 def _cpu_bwd(go: Tensor, xc: Tensor, lay: _Layout):
+    """dx and the parameter gradients, reduced by the kernel: ``(dx, dd, dq, dbeta)``
+    with ``dd``/``dq`` the (C,) gradients of the kernel's ``d``-scaled ``p1`` and of
+    ``p2`` (see :meth:`AconFunction.backward`) and ``dbeta`` either beta-sized (per-row
+    beta) or (N, L) (per-pixel beta)."""
     kern = load_cpu_kernels()
-    xc = xc.to(_compute_dtype(xc))
-    go = go.to(xc.dtype)
+    if xc.dtype in _HALF:
+        xc = xc.float()
+    if go.dtype != xc.dtype:
+        go = go.to(xc.dtype)
     dx = torch.empty_like(xc, memory_format=torch.contiguous_format)
-    sums = torch.zeros(lay.N, lay.C, 3, dtype=torch.float64)
+    C = lay.C
+    nb = 0 if lay.bsl else lay.beta.numel()
+    out = torch.zeros(2 * C + nb, dtype=xc.dtype)
     dbp = torch.zeros(lay.N, lay.L, dtype=xc.dtype) if lay.bsl else None
     if xc.numel():
         suf = 'f64' if xc.dtype == torch.float64 else 'f32'
+        ptr, es = out.data_ptr(), out.element_size()
         kern.bwd[suf](go.data_ptr(), xc.data_ptr(), dx.data_ptr(), lay.d.data_ptr(),
                       lay.q.data_ptr(), lay.beta.data_ptr(), lay.N, lay.C, lay.L, lay.bsn,
-                      lay.bsc, lay.bsl, _SEG,
-                      sums.data_ptr(), dbp.data_ptr() if dbp is not None else None,
+                      lay.bsc, lay.bsl, _SEG, None,
+                      dbp.data_ptr() if dbp is not None else None,
+                      ptr, ptr + C * es, ptr + 2 * C * es if nb else None,
                       torch.get_num_threads())
-    return dx, sums[..., 0], sums[..., 1], (dbp if lay.bsl else sums[..., 2])
+    return dx, out[:C], out[C:2 * C], (dbp if lay.bsl else out[2 * C:])
 
 
 def _triton_fwd(xc: Tensor, lay: _Layout) -> Tensor:
@@ -256,8 +279,16 @@ def _triton_fwd(xc: Tensor, lay: _Layout) -> Tensor:
 
 
 def _triton_bwd(go: Tensor, xc: Tensor, lay: _Layout):
+    """As :func:`_cpu_bwd`, from the Triton kernel's per-(n, c) sums."""
     from .triton_kernel import acon_bwd_triton
-    return acon_bwd_triton(go, xc, lay)
+    dx, A, B, Db = acon_bwd_triton(go, xc, lay)
+    if not lay.bsl:  # per-(n, c) -> beta's (Nb, Cb)
+        if lay.bshape[0] == 1:
+            Db = Db.sum(0, keepdim=True)
+        if lay.bshape[1] == 1:
+            Db = Db.sum(1, keepdim=True)
+        Db = Db.reshape(-1)
+    return dx, A.sum(0), (B - A).sum(0), Db
 
 
 _KERNELS = {'cpu': (_cpu_fwd, _cpu_bwd), 'triton': (_triton_fwd, _triton_bwd)}
@@ -342,24 +373,31 @@ class AconFunction(torch.autograd.Function):
                 dbeta = _sum_to(gf * u * u * ss, beta)
             return dx, dp1, dp2, dbeta, None
         lay = ctx.layout
-        dxc, A, B, Db = _KERNELS[ctx.backend][1](gout.contiguous(), x.contiguous(), lay)
+        dxc, dp1c, dp2c, dbc = _KERNELS[ctx.backend][1](gout.contiguous(), x.contiguous(),
+                                                        lay)
         if need_x:
             # no .view(): autograd adds other gradients of x (e.g. meta-ACON's switch
             # generator) in place only into a tensor that is not a view
             dx = dxc.to(x.dtype) if dxc.shape == x.shape else dxc.reshape(x.shape).to(x.dtype)
-        ndim = x.dim()
-        cshape = (1, lay.C) + (1, ) * (ndim - 2)
         if need_p1:
-            dp1 = _sum_to(A.sum(0).view(cshape), p1)
+            dp1 = _channel_grad(dp1c, p1, x.dim())
         if need_p2:
-            dp2 = _sum_to((B - A).sum(0).view(cshape), p2)
+            dp2 = _channel_grad(dp2c, p2, x.dim())
         if need_beta:
-            if lay.bsl:  # per-pixel beta: Db is (N, L)
-                gb = Db.view((lay.N, 1) + tuple(x.shape[2:]))
-            else:
-                gb = Db.view((lay.N, lay.C) + (1, ) * (ndim - 2))
-            dbeta = _sum_to(gb, beta)
+            if lay.bsl:  # per-pixel beta: (N, L)
+                dbeta = _sum_to(dbc.view((lay.N, 1) + tuple(x.shape[2:])), beta)
+            elif dbc.numel() == beta.numel():
+                dbeta = dbc.view(beta.shape).to(beta.dtype)
+            else:  # beta broadcast over dimensions of size one in x
+                dbeta = _sum_to(dbc.view(lay.bshape), beta)
         return dx, dp1, dp2, dbeta, None
+
+
+def _channel_grad(g: Tensor, p: Tensor, ndim: int) -> Tensor:
+    """A kernel's (C,) parameter gradient in the shape of ``p`` (per channel or shared)."""
+    if g.numel() == p.numel():
+        return g.view(p.shape).to(p.dtype)
+    return _sum_to(g.view((1, g.numel()) + (1, ) * (ndim - 2)), p)
 
 
 # --------------------------------------------------------------------------

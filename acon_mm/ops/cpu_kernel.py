@@ -44,6 +44,9 @@ _SOURCE = r'''
 #include <cstdint>
 #include <cstring>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -125,70 +128,105 @@ static inline void seg_bwd(const T* __restrict go, const T* __restrict x, T* __r
   sums[2] = dbp ? 0 : sc;
 }
 
-// float32: explicit 8-wide vectors (GCC/Clang vector extensions; AVX2 with
-// -march=native, two SSE halves otherwise); a row's tail is one masked vector.  Written with
-// vector types rather than left to the auto-vectoriser: from scalar code gcc
-// turns the exp clamps into branches and duplicates the division per branch,
-// which made the kernels ~3x slower.
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
+// float32: explicit vectors (GCC/Clang vector extensions): 16 floats with
+// AVX-512 (-march=native on a CPU that has it), 8 otherwise (AVX2, or two SSE
+// halves); a row's tail is one masked vector.  Written with vector types rather
+// than left to the auto-vectoriser: from scalar code gcc turns the exp clamps into
+// branches and duplicates the division per branch, which made the kernels ~3x
+// slower.  The sigmoid's division is a hardware reciprocal estimate refined by
+// one Newton step where AVX-512 has one (rcp14: 14 bits -> ~24 bits, about 1 ulp).
+#if defined(__AVX512F__)
+#define ACON_VW 16
+#else
+#define ACON_VW 8
+#endif
+typedef float vf __attribute__((vector_size(ACON_VW * 4)));
+typedef int32_t vi __attribute__((vector_size(ACON_VW * 4)));
 
-static inline v8f vbc(float a) { return v8f{a, a, a, a, a, a, a, a}; }
+static inline vf vbc(float a) { return (vf){} + a; }
 
-static inline v8f vload(const float* p) {
-  v8f v;
-  std::memcpy(&v, p, 32);
+static inline vf vload(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(vf));
   return v;
 }
 
-static inline void vstore(float* p, v8f v) { std::memcpy(p, &v, 32); }
+static inline void vstore(float* p, vf v) { std::memcpy(p, &v, sizeof(vf)); }
 
-// The first m < 8 lanes (zero-filled beyond): a row's tail as one vector.
-static inline v8f vload_part(const float* p, i64 m) {
-#if defined(__AVX2__)
-  const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  const v8i mask = lane < (int32_t)m;
-  return (v8f)_mm256_maskload_ps(p, (__m256i)mask);
+// The first m < ACON_VW lanes (zero-filled beyond): a row's tail as one vector.
+static inline vf vload_part(const float* p, i64 m) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1u), p);
+#elif defined(__AVX2__)
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  const vi mask = lane < (int32_t)m;
+  return (vf)_mm256_maskload_ps(p, (__m256i)mask);
 #else
-  float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  float t[ACON_VW] = {0};
   for (i64 i = 0; i < m; ++i) t[i] = p[i];
   return vload(t);
 #endif
 }
 
-static inline void vstore_part(float* p, v8f v, i64 m) {
-#if defined(__AVX2__)
-  const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
-  const v8i mask = lane < (int32_t)m;
+static inline void vstore_part(float* p, vf v, i64 m) {
+#if defined(__AVX512F__)
+  _mm512_mask_storeu_ps(p, (__mmask16)((1u << m) - 1u), (__m512)v);
+#elif defined(__AVX2__)
+  const vi lane = {0, 1, 2, 3, 4, 5, 6, 7};
+  const vi mask = lane < (int32_t)m;
   _mm256_maskstore_ps(p, (__m256i)mask, (__m256)v);
 #else
   for (i64 i = 0; i < m; ++i) p[i] = v[i];
 #endif
 }
 
-static inline v8f vexp(v8f x) {
-  const v8f lo = vbc(-87.3f), hi = vbc(88.0f), magic = vbc(12582912.0f);
+static inline vf vexp(vf x) {
+  const vf lo = vbc(-87.3f), hi = vbc(88.0f);
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
-  v8f n = (x * 1.44269504088896341f + magic) - magic;
-  v8f r = x - n * 0.693359375f;
+#if defined(__AVX512F__)
+  const vf n = (vf)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
+  const vf magic = vbc(12582912.0f);
+  const vf n = (x * 1.44269504088896341f + magic) - magic;
+#endif
+  vf r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  v8f p = r * 1.9875691500E-4f + 1.3981999507E-3f;
+  vf p = r * 1.9875691500E-4f + 1.3981999507E-3f;
   p = p * r + 8.3334519073E-3f;
   p = p * r + 4.1665795894E-2f;
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
-  p = p * r * r + r + 1.0f;
-  v8i e = (__builtin_convertvector(n, v8i) + 127) << 23;
-  v8f scale;
-  std::memcpy(&scale, &e, 32);
+  p = p * (r * r) + (r + 1.0f);
+#if defined(__AVX512F__)
+  return (vf)_mm512_scalef_ps((__m512)p, (__m512)n);  // p * 2^n in one instruction
+#else
+  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+  vf scale;
+  std::memcpy(&scale, &e, sizeof(vf));
   return p * scale;
+#endif
 }
 
-static inline v8f vsigmoid(v8f z) { return 1.0f / (1.0f + vexp(-z)); }
+// 1 / a for a in [1, 1 + e^87.3]
+static inline vf vrecip(vf a) {
+#if defined(__AVX512F__)
+  vf r = (vf)_mm512_rcp14_ps((__m512)a);
+  return r * (2.0f - a * r);
+#else
+  return 1.0f / a;
+#endif
+}
 
-static inline float vsum(v8f v) {
+static inline vf vsigmoid(vf z) { return vrecip(1.0f + vexp(-z)); }
+
+static inline float vsum(vf v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps((__m512)v);
+#else
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+#endif
 }
 
 template <>
@@ -196,23 +234,23 @@ inline void seg_fwd<float>(const float* __restrict x, float* __restrict y, i64 l
                            float q, float b, const float* __restrict bp) {
   i64 l = 0;
   if (bp) {
-    for (; l + 8 <= len; l += 8) {
-      v8f xv = vload(x + l);
-      v8f u = d * xv;
+    for (; l + ACON_VW <= len; l += ACON_VW) {
+      vf xv = vload(x + l);
+      vf u = d * xv;
       vstore(y + l, u * vsigmoid(vload(bp + l) * u) + q * xv);
     }
   } else {
-    for (; l + 8 <= len; l += 8) {
-      v8f xv = vload(x + l);
-      v8f u = d * xv;
-      vstore(y + l, u * vsigmoid(b * u) + q * xv);
+    const float bd = b * d;
+    for (; l + ACON_VW <= len; l += ACON_VW) {
+      vf xv = vload(x + l);
+      vstore(y + l, (d * xv) * vsigmoid(bd * xv) + q * xv);
     }
   }
   if (l < len) {
     const i64 m = len - l;
-    v8f xv = vload_part(x + l, m);
-    v8f bv = bp ? vload_part(bp + l, m) : vbc(b);
-    v8f u = d * xv;
+    vf xv = vload_part(x + l, m);
+    vf bv = bp ? vload_part(bp + l, m) : vbc(b);
+    vf u = d * xv;
     vstore_part(y + l, u * vsigmoid(bv * u) + q * xv, m);
   }
 }
@@ -222,56 +260,58 @@ inline void seg_bwd<float>(const float* __restrict go, const float* __restrict x
                            float* __restrict dx, i64 len, float d, float q, float b,
                            const float* __restrict bp, float* __restrict dbp,
                            double* sums) {
-  v8f va = vbc(0), vb = vbc(0), vc = vbc(0);
+  vf va = vbc(0), vb = vbc(0), vc = vbc(0), vt = vbc(0);
   i64 l = 0;
   if (bp) {
-    for (; l + 8 <= len; l += 8) {
-      v8f xv = vload(x + l), gv = vload(go + l), bv = vload(bp + l);
-      v8f u = d * xv;
-      v8f s = vsigmoid(bv * u);
-      v8f ss = s * (1.0f - s);
-      v8f gate = s + bv * u * ss;
+    for (; l + ACON_VW <= len; l += ACON_VW) {
+      vf xv = vload(x + l), gv = vload(go + l), bv = vload(bp + l);
+      vf u = d * xv;
+      vf s = vsigmoid(bv * u);
+      vf ss = s * (1.0f - s);
+      vf gate = s + bv * u * ss;
       vstore(dx + l, gv * (d * gate + q));
-      v8f gx = gv * xv;
+      vf gx = gv * xv;
       va += gx * gate;
       vb += gx;
       vstore(dbp + l, vload(dbp + l) + gv * u * u * ss);
     }
   } else {
-    for (; l + 8 <= len; l += 8) {
-      v8f xv = vload(x + l), gv = vload(go + l);
-      v8f u = d * xv;
-      v8f s = vsigmoid(b * u);
-      v8f ss = s * (1.0f - s);
-      v8f gate = s + b * u * ss;
+    // vc collects g x u s (1 - s); times d it is the sum of g u^2 s (1 - s)
+    const float bd = b * d;
+    for (; l + ACON_VW <= len; l += ACON_VW) {
+      vf xv = vload(x + l), gv = vload(go + l);
+      vf z = bd * xv;
+      vf s = vsigmoid(z);
+      vf ss = s - s * s;
+      vf gate = s + z * ss;
       vstore(dx + l, gv * (d * gate + q));
-      v8f gx = gv * xv;
+      vf gx = gv * xv;
       va += gx * gate;
       vb += gx;
-      vc += gv * u * u * ss;
+      vc += gx * ((d * xv) * ss);
     }
   }
   if (l < len) {  // the tail, zero-filled: the padding lanes add nothing
     const i64 m = len - l;
-    v8f xv = vload_part(x + l, m), gv = vload_part(go + l, m);
-    v8f bv = bp ? vload_part(bp + l, m) : vbc(b);
-    v8f u = d * xv;
-    v8f s = vsigmoid(bv * u);
-    v8f ss = s * (1.0f - s);
-    v8f gate = s + bv * u * ss;
+    vf xv = vload_part(x + l, m), gv = vload_part(go + l, m);
+    vf bv = bp ? vload_part(bp + l, m) : vbc(b);
+    vf u = d * xv;
+    vf s = vsigmoid(bv * u);
+    vf ss = s * (1.0f - s);
+    vf gate = s + bv * u * ss;
     vstore_part(dx + l, gv * (d * gate + q), m);
-    v8f gx = gv * xv;
+    vf gx = gv * xv;
     va += gx * gate;
     vb += gx;
-    v8f t = gv * u * u * ss;
+    vf t = gv * u * u * ss;
     if (dbp)
       vstore_part(dbp + l, vload_part(dbp + l, m) + t, m);
     else
-      vc += t;
+      vt = t;
   }
   sums[0] = vsum(va);
   sums[1] = vsum(vb);
-  sums[2] = dbp ? 0 : vsum(vc);
+  sums[2] = dbp ? 0 : double(d) * vsum(vc) + vsum(vt);
 }
 
 // ---------------------------------------------------------------------------
@@ -284,62 +324,93 @@ static inline bool go_parallel(i64 work_items, i64 numel) {
   return work_items > 1 && numel > 32768;
 }
 
-template <typename T>
-static void acon_fwd(const T* x, T* y, const T* d, const T* q, const T* beta, i64 N, i64 C,
-                     i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, int nthreads) {
-  const i64 nseg = (L + seg - 1) / seg;
-  const i64 total = N * C * nseg;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (go_parallel(total, N * C * L))
-  for (i64 t = 0; t < total; ++t) {
-    const i64 row = t / nseg, k = t % nseg;
-    const i64 n = row / C, c = row % C;
-    const i64 l0 = k * seg, len = std::min(seg, L - l0);
-    const T* b0 = beta + n * bsn + c * bsc;
-    seg_fwd<T>(x + row * L + l0, y + row * L + l0, len, d[c], q[c], *b0,
-               bsl ? b0 + l0 : nullptr);
+// Calls f(row, n, c, k) for the work items t = row * nseg + k of a (R, nseg) grid,
+// row = n * C + c, split statically over the threads; indices are stepped, not
+// divided (integer divisions per row cost as much as a 7x7 row's arithmetic).
+template <typename F>
+static inline void for_items(i64 R, i64 C, i64 nseg, int nthreads, bool par, F f) {
+  const i64 total = R * nseg;
+#pragma omp parallel num_threads(nthreads) if (par)
+  {
+    i64 nt = 1, id = 0;
+#ifdef _OPENMP
+    nt = omp_get_num_threads();
+    id = omp_get_thread_num();
+#endif
+    const i64 t0 = total * id / nt, t1 = total * (id + 1) / nt;
+    if (t0 < t1) {
+      i64 row = t0 / nseg, k = t0 % nseg;
+      i64 n = row / C, c = row % C;
+      for (i64 t = t0; t < t1; ++t) {
+        f(row, n, c, k);
+        if (++k == nseg) {
+          k = 0;
+          ++row;
+          if (++c == C) {
+            c = 0;
+            ++n;
+          }
+        }
+      }
+    }
   }
 }
 
-// sums: (N, C, 3) doubles, written: per (n, c) the sums of g x gate, g x and (for
-// a per-row beta) g u^2 s (1 - s).  dbeta_pix (only for bsl == 1): (N, L), zeroed
-// by the caller; the work is then split over (n, segment) with the channel loop
-// inside, so no two threads write the same element.
+template <typename T>
+static void acon_fwd(const T* x, T* y, const T* d, const T* q, const T* beta, i64 N, i64 C,
+                     i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, int nthreads) {
+  const i64 nseg = std::max<i64>(1, (L + seg - 1) / seg);
+  for_items(N * C, C, nseg, nthreads, go_parallel(N * C * nseg, N * C * L),
+            [&](i64 row, i64 n, i64 c, i64 k) {
+              const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
+              const T* b0 = beta + n * bsn + c * bsc;
+              seg_fwd<T>(x + row * L + l0, y + row * L + l0, len, d[c], q[c], *b0,
+                         bsl ? b0 + l0 : nullptr);
+            });
+}
+
+// sums (optional): (N, C, 3) doubles, written: per (n, c) the sums of g x gate,
+// g x and (for a per-row beta) g u^2 s (1 - s).  dbeta_pix (only for bsl == 1):
+// (N, L), zeroed by the caller; the work is then split over (n, segment) with the
+// channel loop inside, so no two threads write the same element.  dp1, dp2 (C,)
+// and, for a per-row beta, dbeta (indexed like beta) are optional outputs: the
+// parameter gradients reduced over the samples (in a fixed order: deterministic).
 template <typename T>
 static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, const T* beta,
                      i64 N, i64 C, i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, double* sums,
-                     T* dbeta_pix, int nthreads) {
+                     T* dbeta_pix, T* dp1, T* dp2, T* dbeta, int nthreads) {
   const i64 nseg = std::max<i64>(1, (L + seg - 1) / seg);
-  std::vector<double> scratch;
+  std::vector<double> scratch, own;
+  if (!sums) {
+    own.assign(N * C * 3, 0.0);
+    sums = own.data();
+  }
   double* part = sums;  // (N, C, nseg, 3)
   if (nseg > 1) {
     scratch.assign(N * C * nseg * 3, 0.0);
     part = scratch.data();
   }
   if (!bsl) {
-    const i64 total = N * C * nseg;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (go_parallel(total, N * C * L))
-    for (i64 t = 0; t < total; ++t) {
-      const i64 row = t / nseg, k = t % nseg;
-      const i64 n = row / C, c = row % C;
-      const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
-      const i64 off = row * L + l0;
-      seg_bwd<T>(go + off, x + off, dx + off, len, d[c], q[c], beta[n * bsn + c * bsc],
-                 nullptr, nullptr, part + 3 * t);
-    }
+    for_items(N * C, C, nseg, nthreads, go_parallel(N * C * nseg, N * C * L),
+              [&](i64 row, i64 n, i64 c, i64 k) {
+                const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
+                const i64 off = row * L + l0;
+                seg_bwd<T>(go + off, x + off, dx + off, len, d[c], q[c],
+                           beta[n * bsn + c * bsc], nullptr, nullptr,
+                           part + 3 * (row * nseg + k));
+              });
   } else {
-    const i64 total = N * nseg;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (go_parallel(total, N * C * L))
-    for (i64 t = 0; t < total; ++t) {
-      const i64 n = t / nseg, k = t % nseg;
-      const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
-      T* db = dbeta_pix + n * L + l0;
-      for (i64 c = 0; c < C; ++c) {
-        const i64 row = n * C + c;
-        const i64 off = row * L + l0;
-        seg_bwd<T>(go + off, x + off, dx + off, len, d[c], q[c], T(0),
-                   beta + n * bsn + l0, db, part + 3 * (row * nseg + k));
-      }
-    }
+    for_items(N, 1, nseg, nthreads, go_parallel(N * nseg, N * C * L),
+              [&](i64 n, i64, i64, i64 k) {
+                const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
+                T* db = dbeta_pix + n * L + l0;
+                for (i64 c = 0; c < C; ++c) {
+                  const i64 row = n * C + c;
+                  const i64 off = row * L + l0;
+                  seg_bwd<T>(go + off, x + off, dx + off, len, d[c], q[c], T(0),
+                             beta + n * bsn + l0, db, part + 3 * (row * nseg + k));
+                }
+              });
   }
   if (nseg > 1) {
     for (i64 row = 0; row < N * C; ++row) {
@@ -355,10 +426,287 @@ static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, con
       sums[3 * row + 2] = c;
     }
   }
+  if (dp1 || dp2) {
+    for (i64 c = 0; c < C; ++c) {
+      double a = 0, b = 0;
+      for (i64 n = 0; n < N; ++n) {
+        a += sums[3 * (n * C + c)];
+        b += sums[3 * (n * C + c) + 1];
+      }
+      if (dp1) dp1[c] = T(a);
+      if (dp2) dp2[c] = T(b - a);
+    }
+  }
+  if (dbeta && !bsl) {
+    const i64 nb = (N - 1) * bsn + (C - 1) * bsc + 1;
+    std::vector<double> acc(nb, 0.0);
+    for (i64 n = 0; n < N; ++n)
+      for (i64 c = 0; c < C; ++c) acc[n * bsn + c * bsc] += sums[3 * (n * C + c) + 2];
+    for (i64 i = 0; i < nb; ++i) dbeta[i] = T(acc[i]);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// meta-ACON-C with the channel switch, fused: GAP -> fc1 -> bn1 -> fc2 -> bn2 ->
+// sigmoid -> ACON in one call forward and one backward (the switch network is a
+// few (N, C) x (C, H) products: computed here in double, with no per-op overhead).
+//
+// A norm is given as (mode, weight, bias, running_mean, running_var, eps, factor):
+// mode 0: none (identity); 1: batch statistics (training), running statistics
+// updated with `factor` when running_mean is given; 2: running statistics (eval,
+// and the batch-1 fallback of AconSwitchBN).
+// ---------------------------------------------------------------------------
+template <typename T>
+struct NormSpec {
+  int mode;
+  const T* w;
+  const T* b;
+  T* rm;
+  T* rv;
+  double eps, factor;
+};
+
+typedef double vd __attribute__((vector_size(64)));
+
+// sum_i a[i] b[i] with two 8-wide partial sums
+static inline double dotd(const double* a, const double* b, i64 n) {
+  vd s0 = (vd){} + 0.0, s1 = (vd){} + 0.0;
+  i64 i = 0;
+  for (; i + 16 <= n; i += 16) {
+    vd a0, a1, b0, b1;
+    std::memcpy(&a0, a + i, 64);
+    std::memcpy(&a1, a + i + 8, 64);
+    std::memcpy(&b0, b + i, 64);
+    std::memcpy(&b1, b + i + 8, 64);
+    s0 += a0 * b0;
+    s1 += a1 * b1;
+  }
+  s0 += s1;
+  double t = ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+  for (; i < n; ++i) t += a[i] * b[i];
+  return t;
+}
+
+// v: (N, K) in, out: (N, K), hn: (N, K) normalised values, inv: (K,) 1 / std.
+// Loops run over k innermost (contiguous).
+template <typename T>
+static void norm_fwd(const NormSpec<T>& s, const double* v, i64 N, i64 K, double* out,
+                     double* hn, double* inv) {
+  std::vector<double> mu(K, 0.0), w(K, 1.0), b(K, 0.0);
+  if (s.mode == 1) {
+    std::vector<double> var(K, 0.0);
+    for (i64 n = 0; n < N; ++n)
+      for (i64 k = 0; k < K; ++k) mu[k] += v[n * K + k];
+    for (i64 k = 0; k < K; ++k) mu[k] /= N;
+    for (i64 n = 0; n < N; ++n)
+      for (i64 k = 0; k < K; ++k) {
+        const double t = v[n * K + k] - mu[k];
+        var[k] += t * t;
+      }
+    for (i64 k = 0; k < K; ++k) {
+      var[k] /= N;
+      inv[k] = 1.0 / std::sqrt(var[k] + s.eps);
+      if (s.rm) {
+        s.rm[k] = T((1 - s.factor) * s.rm[k] + s.factor * mu[k]);
+        s.rv[k] = T((1 - s.factor) * s.rv[k] + s.factor * var[k] * N / (N - 1));
+      }
+    }
+  } else if (s.mode == 2) {
+    for (i64 k = 0; k < K; ++k) {
+      mu[k] = s.rm[k];
+      inv[k] = 1.0 / std::sqrt(double(s.rv[k]) + s.eps);
+    }
+  } else {
+    for (i64 k = 0; k < K; ++k) inv[k] = 1.0;
+  }
+  if (s.mode) {
+    for (i64 k = 0; k < K; ++k) {
+      if (s.w) w[k] = s.w[k];
+      if (s.b) b[k] = s.b[k];
+    }
+  }
+  for (i64 n = 0; n < N; ++n)
+    for (i64 k = 0; k < K; ++k) {
+      const double h = (v[n * K + k] - mu[k]) * inv[k];
+      hn[n * K + k] = h;
+      out[n * K + k] = w[k] * h + b[k];
+    }
+}
+
+// go: (N, K) gradient of the output; gi: (N, K) gradient of the input; dw, db:
+// (K,) (written when not null).
+template <typename T>
+static void norm_bwd(const NormSpec<T>& s, const double* go, const double* hn,
+                     const double* inv, i64 N, i64 K, double* gi, T* dw, T* db) {
+  std::vector<double> sg(K, 0.0), sgh(K, 0.0), a(K, 1.0);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 k = 0; k < K; ++k) {
+      sg[k] += go[n * K + k];
+      sgh[k] += go[n * K + k] * hn[n * K + k];
+    }
+  for (i64 k = 0; k < K; ++k) {
+    if (dw) dw[k] = T(sgh[k]);
+    if (db) db[k] = T(sg[k]);
+    if (s.mode) a[k] = (s.w ? double(s.w[k]) : 1.0) * inv[k];
+  }
+  for (i64 n = 0; n < N; ++n)
+    for (i64 k = 0; k < K; ++k) {
+      const i64 i = n * K + k;
+      if (s.mode == 1)
+        gi[i] = a[k] * (go[i] - sg[k] / N - hn[i] * sgh[k] / N);
+      else
+        gi[i] = a[k] * go[i];  // mode 0: a = 1
+    }
+}
+
+// Saved (double): m (N, C) pooled input, a (N, H) bn1 output, hn1 (N, H), zn2
+// (N, C), beta (N, C) in T in `beta_out`, inv1 (H), inv2 (C).
+static inline i64 meta_saved_size(i64 N, i64 C, i64 H) {
+  return 2 * N * C + 2 * N * H + H + C;
+}
+
+template <typename T>
+static void meta_fwd(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d, const T* q,
+                     const T* w1, const T* b1, const NormSpec<T>& n1, const T* w2,
+                     const T* b2, const NormSpec<T>& n2, double* saved, T* beta,
+                     i64 seg, int nthreads) {
+  double* m = saved;
+  double* a = m + N * C;
+  double* hn1 = a + N * H;
+  double* zn2 = hn1 + N * H;
+  double* inv1 = zn2 + N * C;
+  double* inv2 = inv1 + H;
+  // global average pooling, one row per item
+  for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
+            [&](i64 row, i64, i64, i64) {
+              const T* xr = x + row * L;
+              double acc = 0;
+              i64 l = 0;
+              if (sizeof(T) == 4) {
+                vf v0 = vbc(0), v1 = vbc(0);
+                const float* xf = (const float*)xr;
+                for (; l + 2 * ACON_VW <= L; l += 2 * ACON_VW) {
+                  v0 += vload(xf + l);
+                  v1 += vload(xf + l + ACON_VW);
+                }
+                acc = vsum(v0 + v1);
+              }
+              for (; l < L; ++l) acc += xr[l];
+              m[row] = acc / L;
+            });
+  // The small products: weights converted to double once, then dot products of
+  // contiguous rows (vectorised, independent partial sums).
+  std::vector<double> h(N * H), z(N * C), zz(N * C), w1d(H * C), w2d(C * H);
+  for (i64 i = 0; i < H * C; ++i) w1d[i] = w1[i];
+  for (i64 i = 0; i < C * H; ++i) w2d[i] = w2[i];
+  for (i64 n = 0; n < N; ++n)
+    for (i64 j = 0; j < H; ++j)
+      h[n * H + j] = (b1 ? double(b1[j]) : 0.0) + dotd(w1d.data() + j * C, m + n * C, C);
+  norm_fwd<T>(n1, h.data(), N, H, a, hn1, inv1);
+  for (i64 n = 0; n < N; ++n)
+    for (i64 c = 0; c < C; ++c)
+      z[n * C + c] = (b2 ? double(b2[c]) : 0.0) + dotd(w2d.data() + c * H, a + n * H, H);
+  norm_fwd<T>(n2, z.data(), N, C, zz.data(), zn2, inv2);
+  for (i64 i = 0; i < N * C; ++i) beta[i] = T(1.0 / (1.0 + std::exp(-zz[i])));
+  acon_fwd<T>(x, y, d, q, beta, N, C, L, C, 1, 0, seg, nthreads);
+}
+
+// grads (T): dw1 (H, C), db1 (H), dn1w (H), dn1b (H), dw2 (C, H), db2 (C), dn2w (C),
+// dn2b (C); entries of absent parameters are left alone.
+template <typename T>
+static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
+                     const T* d, const T* q, const T* w1, const NormSpec<T>& n1,
+                     const T* w2, const NormSpec<T>& n2, const double* saved,
+                     const T* beta, T* dp1, T* dp2, T* grads, i64 seg, int nthreads) {
+  const double* m = saved;
+  const double* a = m + N * C;
+  const double* hn1 = a + N * H;
+  const double* zn2 = hn1 + N * H;
+  const double* inv1 = zn2 + N * C;
+  const double* inv2 = inv1 + H;
+  T* dw1 = grads;
+  T* db1 = dw1 + H * C;
+  T* dn1w = db1 + H;
+  T* dn1b = dn1w + H;
+  T* dw2 = dn1b + H;
+  T* db2 = dw2 + C * H;
+  T* dn2w = db2 + C;
+  T* dn2b = dn2w + C;
+  std::vector<double> sums(N * C * 3);
+  acon_bwd<T>(go, x, dx, d, q, beta, N, C, L, C, 1, 0, seg, sums.data(), nullptr, dp1, dp2,
+              nullptr, nthreads);
+  std::vector<double> g(N * C), dz(N * C), da(N * H, 0.0), dh(N * H), dm(N * C, 0.0);
+  for (i64 i = 0; i < N * C; ++i) {
+    const double b = beta[i];
+    g[i] = sums[3 * i + 2] * b * (1 - b);  // d loss / d (bn2 output)
+  }
+  norm_bwd<T>(n2, g.data(), zn2, inv2, N, C, dz.data(), n2.mode ? dn2w : nullptr,
+              n2.mode ? dn2b : nullptr);
+  std::vector<double> acc2(C * H, 0.0), acc1(H * C, 0.0), w1d(H * C), w2d(C * H);
+  for (i64 i = 0; i < H * C; ++i) w1d[i] = w1[i];
+  for (i64 i = 0; i < C * H; ++i) w2d[i] = w2[i];
+  for (i64 n = 0; n < N; ++n) {
+    const double* ar = a + n * H;
+    double* dar = da.data() + n * H;
+    for (i64 c = 0; c < C; ++c) {
+      const double dzv = dz[n * C + c];
+      double* accr = acc2.data() + c * H;
+      const double* wr = w2d.data() + c * H;
+      for (i64 j = 0; j < H; ++j) {
+        accr[j] += dzv * ar[j];   // dW2[c, j] = sum_n dz[n, c] a[n, j]
+        dar[j] += dzv * wr[j];    // da[n, j] = sum_c W2[c, j] dz[n, c]
+      }
+    }
+  }
+  for (i64 c = 0; c < C; ++c) {
+    double sb = 0;
+    for (i64 n = 0; n < N; ++n) sb += dz[n * C + c];
+    db2[c] = T(sb);
+  }
+  for (i64 i = 0; i < C * H; ++i) dw2[i] = T(acc2[i]);
+  norm_bwd<T>(n1, da.data(), hn1, inv1, N, H, dh.data(), n1.mode ? dn1w : nullptr,
+              n1.mode ? dn1b : nullptr);
+  for (i64 n = 0; n < N; ++n) {
+    const double* mr = m + n * C;
+    double* dmr = dm.data() + n * C;
+    for (i64 j = 0; j < H; ++j) {
+      const double dhv = dh[n * H + j];
+      double* accr = acc1.data() + j * C;
+      const double* wr = w1d.data() + j * C;
+      for (i64 c = 0; c < C; ++c) {
+        accr[c] += dhv * mr[c];   // dW1[j, c] = sum_n dh[n, j] m[n, c]
+        dmr[c] += dhv * wr[c];    // dm[n, c] = sum_j W1[j, c] dh[n, j]
+      }
+    }
+  }
+  for (i64 j = 0; j < H; ++j) {
+    double sb = 0;
+    for (i64 n = 0; n < N; ++n) sb += dh[n * H + j];
+    db1[j] = T(sb);
+  }
+  for (i64 i = 0; i < H * C; ++i) dw1[i] = T(acc1[i]);
+  for (i64 i = 0; i < N * C; ++i) dm[i] /= L;
+  // the pooling's gradient: dx += dm / L, one (cache-warm) pass
+  for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
+            [&](i64 row, i64, i64, i64) {
+              T* r = dx + row * L;
+              const T v = T(dm[row]);
+              i64 l = 0;
+              if (sizeof(T) == 4) {
+                float* rf = (float*)r;
+                const vf vv = vbc(float(v));
+                for (; l + ACON_VW <= L; l += ACON_VW) vstore(rf + l, vload(rf + l) + vv);
+              }
+              for (; l < L; ++l) r[l] += v;
+            });
 }
 
 extern "C" {
-int acon_abi_version() { return 4; }
+int acon_abi_version() { return 6; }
+
+#define ACON_NORM_ARGS(T, P) \
+  int P##mode, const T *P##w, const T *P##b, T *P##rm, T *P##rv, double P##eps, double P##f
+#define ACON_NORM(P) {P##mode, P##w, P##b, P##rm, P##rv, P##eps, P##f}
 
 #define ACON_EXPORT(T, SUF)                                                               \
   void acon_fwd_##SUF(const T* x, T* y, const T* d, const T* q, const T* beta, i64 N,     \
@@ -367,17 +715,37 @@ int acon_abi_version() { return 4; }
   }                                                                                       \
   void acon_bwd_##SUF(const T* go, const T* x, T* dx, const T* d, const T* q,             \
                       const T* beta, i64 N, i64 C, i64 L, i64 bsn, i64 bsc, i64 bsl,      \
-                      i64 seg, double* sums, T* dbeta_pix, int nthreads) {                \
-    acon_bwd<T>(go, x, dx, d, q, beta, N, C, L, bsn, bsc, bsl, seg, sums, dbeta_pix,      \
+                      i64 seg, double* sums, T* dbeta_pix, T* dp1, T* dp2, T* dbeta,      \
+                      int nthreads) {                                                     \
+    acon_bwd<T>(go, x, dx, d, q, beta, N, C, L, bsn, bsc, bsl, seg, sums, dbeta_pix, dp1, \
+                dp2, dbeta, nthreads);                                                    \
+  }                                                                                       \
+  void acon_meta_fwd_##SUF(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d,      \
+                           const T* q, const T* w1, const T* b1, ACON_NORM_ARGS(T, a_),   \
+                           const T* w2, const T* b2, ACON_NORM_ARGS(T, b_), double* saved,\
+                           T* beta, i64 seg, int nthreads) {                              \
+    const NormSpec<T> n1 = ACON_NORM(a_), n2 = ACON_NORM(b_);                             \
+    meta_fwd<T>(x, y, N, C, L, H, d, q, w1, b1, n1, w2, b2, n2, saved, beta, seg,         \
                 nthreads);                                                                \
+  }                                                                                       \
+  void acon_meta_bwd_##SUF(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,    \
+                           const T* d, const T* q, const T* w1, ACON_NORM_ARGS(T, a_),    \
+                           const T* w2, ACON_NORM_ARGS(T, b_), const double* saved,       \
+                           const T* beta, T* dp1, T* dp2, T* grads, i64 seg,              \
+                           int nthreads) {                                                \
+    const NormSpec<T> n1 = ACON_NORM(a_), n2 = ACON_NORM(b_);                             \
+    meta_bwd<T>(go, x, dx, N, C, L, H, d, q, w1, n1, w2, n2, saved, beta, dp1, dp2,       \
+                grads, seg, nthreads);                                                    \
   }
 
 ACON_EXPORT(float, f32)
 ACON_EXPORT(double, f64)
+
+i64 acon_meta_saved_size(i64 N, i64 C, i64 H) { return meta_saved_size(N, C, H); }
 }
 '''
 
-_ABI_VERSION = 4
+_ABI_VERSION = 6
 _BASE_FLAGS = ['-O3', '-std=c++14', '-fPIC', '-shared', '-fno-trapping-math', '-Wno-psabi']
 # Tried in order: the first that compiles is used.
 _FLAG_SETS = (['-march=native', '-fopenmp'], ['-fopenmp'], [])
@@ -434,18 +802,33 @@ class CpuKernels:
         if lib.acon_abi_version() != _ABI_VERSION:
             raise RuntimeError(f'{path}: ABI version {lib.acon_abi_version()}, '
                                f'expected {_ABI_VERSION}')
-        P, I, Int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+        P, I, Int, D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
         self.fwd = {}
         self.bwd = {}
+        self.meta_fwd = {}
+        self.meta_bwd = {}
         for suf in ('f32', 'f64'):
             f = getattr(lib, f'acon_fwd_{suf}')
             f.argtypes = [P, P, P, P, P, I, I, I, I, I, I, I, Int]
             f.restype = None
             b = getattr(lib, f'acon_bwd_{suf}')
-            b.argtypes = [P, P, P, P, P, P, I, I, I, I, I, I, I, P, P, Int]
+            b.argtypes = [P, P, P, P, P, P, I, I, I, I, I, I, I, P, P, P, P, P, Int]
             b.restype = None
             self.fwd[suf] = f
             self.bwd[suf] = b
+            norm = [Int, P, P, P, P, D, D]
+            mf = getattr(lib, f'acon_meta_fwd_{suf}')
+            mf.argtypes = [P, P, I, I, I, I, P, P, P, P, *norm, P, P, *norm, P, P, I, Int]
+            mf.restype = None
+            mb = getattr(lib, f'acon_meta_bwd_{suf}')
+            mb.argtypes = [P, P, P, I, I, I, I, P, P, P, *norm, P, *norm, P, P, P, P, P,
+                           I, Int]
+            mb.restype = None
+            self.meta_fwd[suf] = mf
+            self.meta_bwd[suf] = mb
+        self.meta_saved_size = lib.acon_meta_saved_size
+        self.meta_saved_size.argtypes = [I, I, I]
+        self.meta_saved_size.restype = I
         self._lib = lib
 
     def __repr__(self) -> str:

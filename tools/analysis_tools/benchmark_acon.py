@@ -7,7 +7,9 @@ batch 8 by default: 64x56x56, 128x28x28, 256x14x14, 512x7x7), it measures
 
 * forward+backward time: median (``--stat min``: minimum) over interleaved repeats
   (every candidate runs once per round, in a rotating order, so machine noise hits
-  all alike);
+  all alike; nn.ReLU, nn.SiLU and the fused layers form one group, the naive
+  formulas a second one run right after it, because their many large temporaries
+  leave the allocator and caches cold for whichever candidate runs next);
 * saved-tensor bytes: the distinct storages autograd keeps for backward
   (``torch.autograd.graph.saved_tensors_hooks``), as a multiple of the input's bytes.
 
@@ -180,7 +182,13 @@ def bench_activations(args) -> dict:
                 modules[(name, impl)] = m
         for key, m in modules.items():
             steps[key] = make_step(m, key[1] if key[1] != '-' else 'naive', x, gout)
-        times = interleaved_times(steps, repeats, stat=args.stat)
+        # Two interleaved groups: the naive formulas allocate and free many large
+        # temporaries, which leaves the allocator and caches cold for whatever runs
+        # next; interleaved with the others they would slow their successor down.
+        times = interleaved_times({k: v for k, v in steps.items() if k[1] != 'naive'},
+                                  repeats, stat=args.stat)
+        times.update(interleaved_times({k: v for k, v in steps.items() if k[1] == 'naive'},
+                                       repeats, stat=args.stat))
         for key, m in modules.items():
             impl = key[1] if key[1] != '-' else 'naive'
             leaf = x.detach().requires_grad_()

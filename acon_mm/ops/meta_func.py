@@ -1,0 +1,238 @@
+"""Fused meta-ACON-C with the channel switch (CPU): one autograd node for the layer.
+
+meta-ACON-C's channel switch generator is a handful of tiny operations on an
+``(N, C, 1, 1)`` map,
+
+.. math::
+    \\beta = \\sigma(\\mathrm{bn2}(\\mathrm{fc2}(\\mathrm{bn1}(\\mathrm{fc1}(
+    \\mathrm{GAP}(x)))))),\\qquad
+    f(x) = (p_1 - p_2) x \\, \\sigma(\\beta (p_1 - p_2) x) + p_2 x.
+
+Run as PyTorch modules they cost about ten operator calls and autograd nodes
+forward and as many backward: on a CPU that fixed cost is several times the cost
+of ``nn.SiLU`` on a ResNet-50 stage-4 activation. :func:`meta_acon_channel` runs the
+whole layer (pooling, the switch network with its BatchNorms, ACON) in one call of
+the compiled kernel forward and one backward (:mod:`acon_mm.ops.cpu_kernel`): the
+switch network is computed in float64 inside, the pooling's gradient is added to
+``dx`` in a cache-warm pass, and autograd saves only the input plus the small
+switch intermediates.
+
+The fused path is taken only where it computes exactly what the modules compute:
+CPU, float32/float64, plain 1x1 ``nn.Conv2d`` switch convs, norms that are
+``AconSwitchBN`` / ``nn.BatchNorm2d`` / ``nn.Identity``, no hooks on the switch
+modules, not under ``torch.compile``/tracing, and the ``'auto'``/``'fused'``
+implementation. Everything else (CUDA, SyncBN, GroupNorm, half precision, ...)
+returns ``None`` and the layer runs its modules.
+
+BatchNorm semantics follow PyTorch: batch statistics in training (the running
+statistics updated with ``momentum``, or the cumulative average for
+``momentum=None``, and ``num_batches_tracked`` incremented), running statistics in
+eval mode and in ``AconSwitchBN``'s batch-1 fallback.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import acon_func
+from .acon_func import _SEG, _as_input_layout, _is_compiling
+from .cpu_kernel import load_cpu_kernels
+
+__all__ = ['meta_acon_channel']
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def _ptr(t: Optional[Tensor]):
+    return None if t is None else t.data_ptr()
+
+
+class _NormSpec:
+    """How the kernel applies one switch norm (see ``NormSpec`` in the C++ source)."""
+    __slots__ = ('mode', 'weight', 'bias', 'rm', 'rv', 'eps', 'factor')
+
+    def args(self) -> tuple:
+        return (self.mode, _ptr(self.weight), _ptr(self.bias), _ptr(self.rm),
+                _ptr(self.rv), self.eps, self.factor)
+
+
+def _ok_tensor(t: Optional[Tensor], dtype) -> bool:
+    return t is None or (t.dtype == dtype and t.device.type == 'cpu' and t.is_contiguous())
+
+
+def _norm_spec(norm: nn.Module, N: int, dtype, batch_norm_types) -> Optional[_NormSpec]:
+    """The kernel's description of ``norm``, or ``None`` if the kernel cannot run it.
+
+    Has no side effect: the caller bumps ``num_batches_tracked`` (see
+    :func:`_commit`) once every check has passed.
+    """
+    spec = _NormSpec()
+    spec.weight = spec.bias = spec.rm = spec.rv = None
+    spec.eps, spec.factor = 0.0, 0.0
+    if type(norm) is nn.Identity:
+        spec.mode = 0
+        return spec
+    if type(norm) not in batch_norm_types:
+        return None
+    if not (_ok_tensor(norm.weight, dtype) and _ok_tensor(norm.bias, dtype)
+            and _ok_tensor(norm.running_mean, dtype) and _ok_tensor(norm.running_var, dtype)):
+        return None
+    spec.weight, spec.bias, spec.eps = norm.weight, norm.bias, float(norm.eps)
+    tracking = norm.track_running_stats and norm.running_mean is not None
+    use_batch = norm.training or not tracking
+    if use_batch and N == 1:
+        # AconSwitchBN falls back to its running statistics; nn.BatchNorm2d raises
+        # (let the module path raise its own error)
+        if tracking and getattr(norm, '_acon_batch1_fallback', False):
+            use_batch = False
+        else:
+            return None
+    if use_batch:
+        spec.mode = 1
+        if norm.training and tracking:
+            spec.rm, spec.rv = norm.running_mean, norm.running_var
+    else:
+        spec.mode = 2
+        spec.rm, spec.rv = norm.running_mean, norm.running_var
+    return spec
+
+
+def _commit(norm: nn.Module, spec: _NormSpec) -> None:
+    """PyTorch's ``num_batches_tracked`` bookkeeping and the averaging factor."""
+    if spec.mode != 1 or spec.rm is None:
+        return
+    momentum = norm.momentum
+    if norm.num_batches_tracked is not None:
+        norm.num_batches_tracked.add_(1)
+        if momentum is None:
+            spec.factor = 1.0 / float(norm.num_batches_tracked)
+            return
+    spec.factor = 0.0 if momentum is None else float(momentum)
+
+
+class MetaAconChannelFunction(torch.autograd.Function):
+    """The fused layer; see the module docstring. Inputs: ``x, p1, p2, fc1.weight,
+    fc1.bias, bn1.weight, bn1.bias, fc2.weight, fc2.bias, bn2.weight, bn2.bias`` (any
+    bias / norm parameter may be ``None``) and the two norm specs."""
+
+    @staticmethod
+    def forward(ctx, x, p1, p2, w1, b1, g1, e1, w2, b2, g2, e2, n1: _NormSpec,
+                n2: _NormSpec):
+        kern = load_cpu_kernels()
+        suf = 'f64' if x.dtype == torch.float64 else 'f32'
+        xc = x.contiguous()
+        N, C = x.shape[0], x.shape[1]
+        L = xc.numel() // (N * C)
+        H = w1.shape[0]
+        q = p2.reshape(C)
+        d = p1.reshape(C) - q
+        saved = torch.empty(kern.meta_saved_size(N, C, H), dtype=torch.float64)
+        beta = torch.empty(N * C, dtype=x.dtype)
+        y = torch.empty_like(xc)
+        kern.meta_fwd[suf](xc.data_ptr(), y.data_ptr(), N, C, L, H, d.data_ptr(), q.data_ptr(),
+                           w1.data_ptr(), _ptr(b1), *n1.args(), w2.data_ptr(), _ptr(b2),
+                           *n2.args(), saved.data_ptr(), beta.data_ptr(), _SEG,
+                           torch.get_num_threads())
+        ctx.save_for_backward(x, p1, p2, w1, w2)
+        ctx.norms = (n1, n2)
+        ctx.extra = (saved, beta, d, q, H)
+        ctx.has = (b1 is not None, g1 is not None, e1 is not None, b2 is not None,
+                   g2 is not None, e2 is not None)
+        return _as_input_layout(y, x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gout: Tensor):
+        x, p1, p2, w1, w2 = ctx.saved_tensors
+        n1, n2 = ctx.norms
+        saved, beta, d, q, H = ctx.extra
+        kern = load_cpu_kernels()
+        suf = 'f64' if x.dtype == torch.float64 else 'f32'
+        xc = x.contiguous()
+        go = gout.contiguous()
+        if go.dtype != xc.dtype:
+            go = go.to(xc.dtype)
+        N, C = x.shape[0], x.shape[1]
+        L = xc.numel() // (N * C)
+        dx = torch.empty_like(xc)
+        sizes = (C, C, H * C, H, H, H, C * H, C, C, C)
+        grads = torch.zeros(sum(sizes), dtype=xc.dtype)
+        ptr, es = grads.data_ptr(), grads.element_size()
+        kern.meta_bwd[suf](go.data_ptr(), xc.data_ptr(), dx.data_ptr(), N, C, L, H,
+                           d.data_ptr(), q.data_ptr(), w1.data_ptr(), *n1.args(),
+                           w2.data_ptr(), *n2.args(), saved.data_ptr(), beta.data_ptr(),
+                           ptr, ptr + C * es, ptr + 2 * C * es, _SEG,
+                           torch.get_num_threads())
+        parts = grads.split(sizes)
+        dp1 = parts[0].view(p1.shape)
+        dp2 = parts[1].view(p2.shape)
+        dw1 = parts[2].view(w1.shape)
+        dw2 = parts[6].view(w2.shape)
+        hb1, hg1, he1, hb2, hg2, he2 = ctx.has
+        db1 = parts[3] if hb1 else None
+        dg1 = parts[4] if hg1 else None
+        de1 = parts[5] if he1 else None
+        db2 = parts[7] if hb2 else None
+        dg2 = parts[8] if hg2 else None
+        de2 = parts[9] if he2 else None
+        dx = dx if dx.shape == x.shape else dx.reshape(x.shape)
+        return dx, dp1, dp2, dw1, db1, dg1, de1, dw2, db2, dg2, de2, None, None
+
+
+def _plain_1x1(conv: nn.Module) -> bool:
+    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.groups == 1
+            and conv.padding in ((0, 0), 'valid') and conv.stride == (1, 1)
+            and conv.dilation == (1, 1))
+
+
+def _has_hooks(*mods: nn.Module) -> bool:
+    from torch.nn.modules import module as _m
+    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in mods)
+
+
+def meta_acon_channel(x: Tensor, p1: Tensor, p2: Tensor, fc1: nn.Module, bn1: nn.Module,
+                      fc2: nn.Module, bn2: nn.Module,
+                      batch_norm_types: tuple) -> Optional[Tensor]:
+    """meta-ACON-C (channel switch) in one fused call, or ``None`` if it does not apply.
+
+    Args:
+        x (Tensor): input (N, C, H, W).
+        p1, p2 (Tensor): (1, C, 1, 1) ACON-C parameters.
+        fc1, bn1, fc2, bn2 (nn.Module): the switch generator's layers.
+        batch_norm_types (tuple): norm classes with ``nn.BatchNorm2d`` semantics the
+            kernel may run (a class with the ``_acon_batch1_fallback`` attribute uses
+            its running statistics for a training batch of one).
+
+    Returns:
+        Tensor | None: the layer's output, or ``None`` (the caller runs its modules).
+    """
+    impl = acon_func.get_acon_impl()
+    if impl not in ('auto', 'fused') or x.device.type != 'cpu' or x.dtype not in _FLOATS \
+            or x.dim() != 4 or x.numel() == 0 or _is_compiling():
+        return None
+    if load_cpu_kernels() is None:
+        return None
+    dtype, C = x.dtype, x.shape[1]
+    if not (_plain_1x1(fc1) and _plain_1x1(fc2)) or _has_hooks(fc1, bn1, fc2, bn2):
+        return None
+    params = (p1, p2, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    if not all(_ok_tensor(t, dtype) for t in params) or p1.numel() != C or p2.numel() != C:
+        return None
+    N = x.shape[0]
+    n1 = _norm_spec(bn1, N, dtype, batch_norm_types)
+    n2 = _norm_spec(bn2, N, dtype, batch_norm_types)
+    if n1 is None or n2 is None:
+        return None
+    _commit(bn1, n1)
+    _commit(bn2, n2)
+    g1 = e1 = g2 = e2 = None
+    if n1.mode:
+        g1, e1 = bn1.weight, bn1.bias
+    if n2.mode:
+        g2, e2 = bn2.weight, bn2.bias
+    return MetaAconChannelFunction.apply(x, p1, p2, fc1.weight, fc1.bias, g1, e1, fc2.weight,
+                                         fc2.bias, g2, e2, n1, n2)
