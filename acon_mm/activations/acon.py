@@ -320,6 +320,8 @@ class AconSwitchBN(nn.BatchNorm2d):
 
 
 _SWITCHES = ('layer', 'channel', 'pixel')
+#: switch norms the fused meta-ACON kernel runs itself (exact types: not SyncBN)
+_FUSED_BN_TYPES = (AconSwitchBN, nn.BatchNorm2d)
 
 
 @MODELS.register_module()
@@ -417,8 +419,8 @@ class MetaAconC(BaseAcon):
         self._check_input(x)
         if self.switch == 'channel':
             # CPU: the whole layer as one fused kernel call (None where it does not apply)
-            y = meta_acon_channel(x, self.p1, self.p2, self.fc1, self.bn1, self.fc2, self.bn2,
-                                  (AconSwitchBN, nn.BatchNorm2d))
+            y = meta_acon_channel(self, x, self.p1, self.p2, self.fc1, self.bn1, self.fc2,
+                                  self.bn2, _FUSED_BN_TYPES)
             if y is not None:
                 return y
         return acon(x, self.p1, self.p2, self.switch_beta(x))

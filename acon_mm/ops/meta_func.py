@@ -59,10 +59,20 @@ class _NormSpec:
 
 
 def _ok_tensor(t: Optional[Tensor], dtype) -> bool:
-    return t is None or (t.dtype == dtype and t.device.type == 'cpu' and t.is_contiguous())
+    return t is None or (t.dtype == dtype and t.is_cpu and t.is_contiguous())
 
 
-def _norm_spec(norm: nn.Module, N: int, dtype, batch_norm_types) -> Optional[_NormSpec]:
+def _norm_static(norm: nn.Module, batch_norm_types: tuple) -> Optional[bool]:
+    """``False`` for an identity, ``True`` for a BatchNorm the kernel runs, ``None``
+    for anything else (checked once per norm module, see :func:`_plan`)."""
+    if type(norm) is nn.Identity:
+        return False
+    if type(norm) in batch_norm_types:
+        return True
+    return None
+
+
+def _norm_spec(norm: nn.Module, is_bn: bool, N: int, dtype) -> Optional[_NormSpec]:
     """The kernel's description of ``norm``, or ``None`` if the kernel cannot run it.
 
     Has no side effect: the caller bumps ``num_batches_tracked`` (see
@@ -71,17 +81,19 @@ def _norm_spec(norm: nn.Module, N: int, dtype, batch_norm_types) -> Optional[_No
     spec = _NormSpec()
     spec.weight = spec.bias = spec.rm = spec.rv = None
     spec.eps, spec.factor = 0.0, 0.0
-    if type(norm) is nn.Identity:
+    if not is_bn:
         spec.mode = 0
         return spec
-    if type(norm) not in batch_norm_types:
+    params, buffers = norm._parameters, norm._buffers
+    w, b = params.get('weight'), params.get('bias')
+    rm, rv = buffers.get('running_mean'), buffers.get('running_var')
+    if not (_ok_tensor(w, dtype) and _ok_tensor(b, dtype) and _ok_tensor(rm, dtype)
+            and _ok_tensor(rv, dtype)):
         return None
-    if not (_ok_tensor(norm.weight, dtype) and _ok_tensor(norm.bias, dtype)
-            and _ok_tensor(norm.running_mean, dtype) and _ok_tensor(norm.running_var, dtype)):
-        return None
-    spec.weight, spec.bias, spec.eps = norm.weight, norm.bias, float(norm.eps)
-    tracking = norm.track_running_stats and norm.running_mean is not None
-    use_batch = norm.training or not tracking
+    spec.weight, spec.bias, spec.eps = w, b, float(norm.eps)
+    tracking = norm.track_running_stats and rm is not None
+    training = norm.training
+    use_batch = training or not tracking
     if use_batch and N == 1:
         # AconSwitchBN falls back to its running statistics; nn.BatchNorm2d raises
         # (let the module path raise its own error)
@@ -91,11 +103,11 @@ def _norm_spec(norm: nn.Module, N: int, dtype, batch_norm_types) -> Optional[_No
             return None
     if use_batch:
         spec.mode = 1
-        if norm.training and tracking:
-            spec.rm, spec.rv = norm.running_mean, norm.running_var
+        if training and tracking:
+            spec.rm, spec.rv = rm, rv
     else:
         spec.mode = 2
-        spec.rm, spec.rv = norm.running_mean, norm.running_var
+        spec.rm, spec.rv = rm, rv
     return spec
 
 
@@ -104,10 +116,11 @@ def _commit(norm: nn.Module, spec: _NormSpec) -> None:
     if spec.mode != 1 or spec.rm is None:
         return
     momentum = norm.momentum
-    if norm.num_batches_tracked is not None:
-        norm.num_batches_tracked.add_(1)
+    nbt = norm._buffers.get('num_batches_tracked')
+    if nbt is not None:
+        nbt.add_(1)
         if momentum is None:
-            spec.factor = 1.0 / float(norm.num_batches_tracked)
+            spec.factor = 1.0 / float(nbt)
             return
     spec.factor = 0.0 if momentum is None else float(momentum)
 
@@ -187,6 +200,25 @@ def _plain_1x1(conv: nn.Module) -> bool:
             and conv.dilation == (1, 1))
 
 
+def _plan(owner: nn.Module, fc1, bn1, fc2, bn2, batch_norm_types) -> Optional[tuple]:
+    """Type-level checks of the switch modules, cached on ``owner`` (the layer) while it
+    keeps the same sub-modules: ``None`` if the kernel cannot run them, else
+    ``(bn1 is a BatchNorm, bn2 is a BatchNorm)``."""
+    hit = owner.__dict__.get('_acon_fused_plan')
+    if hit is not None and hit[0] is fc1 and hit[1] is bn1 and hit[2] is fc2 \
+            and hit[3] is bn2 and hit[4] is batch_norm_types:
+        return hit[5]
+    plan = None
+    if _plain_1x1(fc1) and _plain_1x1(fc2):
+        s1 = _norm_static(bn1, batch_norm_types)
+        s2 = _norm_static(bn2, batch_norm_types)
+        if s1 is not None and s2 is not None:
+            plan = (s1, s2)
+    # plain attribute (not a sub-module, not in the state dict)
+    owner.__dict__['_acon_fused_plan'] = (fc1, bn1, fc2, bn2, batch_norm_types, plan)
+    return plan
+
+
 def _has_hooks(*mods: nn.Module) -> bool:
     from torch.nn.modules import module as _m
     if _m._global_forward_hooks or _m._global_forward_pre_hooks:
@@ -194,12 +226,13 @@ def _has_hooks(*mods: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in mods)
 
 
-def meta_acon_channel(x: Tensor, p1: Tensor, p2: Tensor, fc1: nn.Module, bn1: nn.Module,
-                      fc2: nn.Module, bn2: nn.Module,
+def meta_acon_channel(owner: nn.Module, x: Tensor, p1: Tensor, p2: Tensor, fc1: nn.Module,
+                      bn1: nn.Module, fc2: nn.Module, bn2: nn.Module,
                       batch_norm_types: tuple) -> Optional[Tensor]:
     """meta-ACON-C (channel switch) in one fused call, or ``None`` if it does not apply.
 
     Args:
+        owner (nn.Module): the layer (caches the type-level checks).
         x (Tensor): input (N, C, H, W).
         p1, p2 (Tensor): (1, C, 1, 1) ACON-C parameters.
         fc1, bn1, fc2, bn2 (nn.Module): the switch generator's layers.
@@ -210,29 +243,27 @@ def meta_acon_channel(x: Tensor, p1: Tensor, p2: Tensor, fc1: nn.Module, bn1: nn
     Returns:
         Tensor | None: the layer's output, or ``None`` (the caller runs its modules).
     """
-    impl = acon_func.get_acon_impl()
-    if impl not in ('auto', 'fused') or x.device.type != 'cpu' or x.dtype not in _FLOATS \
-            or x.dim() != 4 or x.numel() == 0 or _is_compiling():
+    dtype = x.dtype
+    if dtype not in _FLOATS or not x.is_cpu or x.dim() != 4 or x.numel() == 0 \
+            or acon_func._impl not in ('auto', 'fused') or _is_compiling():
         return None
-    if load_cpu_kernels() is None:
+    plan = _plan(owner, fc1, bn1, fc2, bn2, batch_norm_types)
+    if plan is None or _has_hooks(fc1, bn1, fc2, bn2) or load_cpu_kernels() is None:
         return None
-    dtype, C = x.dtype, x.shape[1]
-    if not (_plain_1x1(fc1) and _plain_1x1(fc2)) or _has_hooks(fc1, bn1, fc2, bn2):
-        return None
-    params = (p1, p2, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-    if not all(_ok_tensor(t, dtype) for t in params) or p1.numel() != C or p2.numel() != C:
+    C = x.shape[1]
+    f1, f2 = fc1._parameters, fc2._parameters
+    w1, b1, w2, b2 = f1['weight'], f1.get('bias'), f2['weight'], f2.get('bias')
+    for t in (p1, p2, w1, b1, w2, b2):
+        if not _ok_tensor(t, dtype):
+            return None
+    if p1.numel() != C or p2.numel() != C:
         return None
     N = x.shape[0]
-    n1 = _norm_spec(bn1, N, dtype, batch_norm_types)
-    n2 = _norm_spec(bn2, N, dtype, batch_norm_types)
+    n1 = _norm_spec(bn1, plan[0], N, dtype)
+    n2 = _norm_spec(bn2, plan[1], N, dtype)
     if n1 is None or n2 is None:
         return None
     _commit(bn1, n1)
     _commit(bn2, n2)
-    g1 = e1 = g2 = e2 = None
-    if n1.mode:
-        g1, e1 = bn1.weight, bn1.bias
-    if n2.mode:
-        g2, e2 = bn2.weight, bn2.bias
-    return MetaAconChannelFunction.apply(x, p1, p2, fc1.weight, fc1.bias, g1, e1, fc2.weight,
-                                         fc2.bias, g2, e2, n1, n2)
+    return MetaAconChannelFunction.apply(x, p1, p2, w1, b1, n1.weight, n1.bias, w2, b2,
+                                         n2.weight, n2.bias, n1, n2)

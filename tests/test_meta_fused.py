@@ -1,0 +1,180 @@
+"""The fused meta-ACON-C channel path (acon_mm.ops.meta_func): one kernel call for
+pooling, switch network (with its BatchNorms) and ACON must equal the layer's modules
+exactly, in every BatchNorm regime, and step aside wherever it cannot."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.autograd import gradcheck
+
+import acon_mm  # noqa: F401  (registers the layers)
+from acon_mm.activations import MetaAconC
+from acon_mm.ops import acon_impl, load_cpu_kernels
+from acon_mm.ops.meta_func import MetaAconChannelFunction, _NormSpec
+
+pytestmark = pytest.mark.skipif(load_cpu_kernels() is None,
+                                reason='no C++ compiler: the fused kernel is not built')
+
+NORMS = {
+    'AconSwitchBN': dict(type='AconSwitchBN'),
+    'BN-cumulative': dict(type='BN', momentum=None),
+    'none': None,
+}
+
+
+def _layer(C, norm, dtype=torch.float64, seed=0, r=4):
+    torch.manual_seed(seed)
+    m = MetaAconC(C, r=r, norm_cfg=NORMS[norm]).to(dtype)
+    with torch.no_grad():  # away from the init, so every term matters
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        for name, b in m.named_buffers():
+            if name.endswith('running_mean'):
+                b.normal_()
+            elif name.endswith('running_var'):
+                b.uniform_(0.5, 2)
+    return m
+
+
+def _run(m, x, gout, impl):
+    xx = x.detach().clone().requires_grad_()
+    with acon_impl(impl):
+        y = m(xx)
+    y.backward(gout)
+    return y, xx.grad
+
+
+def _compare(m, x, train, dtype):
+    ref = copy.deepcopy(m)
+    m.train(train)
+    ref.train(train)
+    gout = torch.randn_like(x)
+    y, gx = _run(m, x, gout, 'fused')
+    y_ref, gx_ref = _run(ref, x, gout, 'torch')  # the modules, then the fused ACON op
+    assert y.grad_fn is not None and \
+        type(y.grad_fn).__name__.startswith('MetaAconChannelFunction'), \
+        'the fused path was not taken'
+    tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4,
+                                                                         atol=1e-5)
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(gx, gx_ref, **tol)
+    scale = max(p.grad.abs().max().item() for p in ref.parameters())
+    for (name, p), p_ref in zip(m.named_parameters(), ref.parameters()):
+        # biases followed by a batch-statistics norm have a zero gradient: compare on
+        # the scale of the layer's gradients
+        assert (p.grad - p_ref.grad).abs().max().item() <= tol['rtol'] * scale + tol['atol'], \
+            name
+    for (name, b), b_ref in zip(m.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b, b_ref, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('norm', list(NORMS))
+@pytest.mark.parametrize('train', [True, False])
+def test_fused_equals_modules(dtype, norm, train):
+    m = _layer(24, norm, dtype)
+    x = torch.randn(5, 24, 7, 6, dtype=dtype) * 2
+    _compare(m, x, train, dtype)
+
+
+def test_running_statistics_follow_batchnorm():
+    m = _layer(16, 'AconSwitchBN', torch.float64)
+    ref = copy.deepcopy(m)
+    for step in range(3):
+        x = torch.randn(4, 16, 5, 5, dtype=torch.float64)
+        _run(m, x, torch.randn_like(x), 'fused')
+        _run(ref, x, torch.randn_like(x), 'torch')
+    assert int(m.bn1.num_batches_tracked) == 3
+    for (name, b), b_ref in zip(m.named_buffers(), ref.buffers()):
+        torch.testing.assert_close(b, b_ref, msg=name)
+
+
+def test_batch_one_uses_running_statistics():
+    m = _layer(16, 'AconSwitchBN', torch.float64)
+    before = {k: v.clone() for k, v in m.named_buffers()}
+    x = torch.randn(1, 16, 5, 5, dtype=torch.float64)
+    _compare(m, x, True, torch.float64)
+    for k, v in m.named_buffers():
+        assert torch.equal(v, before[k]), f'{k} changed by a batch of one'
+
+
+def test_batch_one_with_plain_batchnorm_raises_like_pytorch():
+    m = MetaAconC(16, norm_cfg=dict(type='BN')).train()
+    with pytest.raises(ValueError, match='Expected more than 1 value per channel'):
+        m(torch.randn(1, 16, 4, 4))
+
+
+def test_channels_last_input():
+    m = _layer(16, 'AconSwitchBN', torch.float32)
+    x = torch.randn(3, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+    with acon_impl('fused'):
+        y = m(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    _compare(_layer(16, 'AconSwitchBN', torch.float32), x, True, torch.float32)
+
+
+@pytest.mark.parametrize('mode', [0, 1, 2])
+def test_gradcheck_float64(mode):
+    """Every input of the fused function, by finite differences (float64)."""
+    torch.manual_seed(1)
+    N, C, H, L = 3, 6, 4, (3, 2)
+    dt = torch.float64
+
+    def t(*shape, scale=1.0):
+        return (torch.randn(*shape, dtype=dt) * scale).requires_grad_()
+
+    x = t(N, C, *L, scale=2)
+    p1, p2 = t(1, C, 1, 1), t(1, C, 1, 1)
+    w1, b1, w2, b2 = t(H, C, 1, 1), t(H), t(C, H, 1, 1), t(C)
+    g1, e1, g2, e2 = t(H), t(H), t(C), t(C)
+    rm1, rv1 = torch.randn(H, dtype=dt), torch.rand(H, dtype=dt) + 0.5
+    rm2, rv2 = torch.randn(C, dtype=dt), torch.rand(C, dtype=dt) + 0.5
+
+    def spec(w, b, rm, rv):
+        s = _NormSpec()
+        s.mode, s.weight, s.bias, s.eps, s.factor = mode, w, b, 1e-5, 0.0
+        s.rm, s.rv = (rm, rv) if mode == 2 else (None, None)  # mode 1: no update here
+        if mode == 0:
+            s.weight = s.bias = None
+        return s
+
+    n1, n2 = spec(g1, e1, rm1, rv1), spec(g2, e2, rm2, rv2)
+    norm_args = (g1, e1, g2, e2) if mode else (None, ) * 4
+
+    def f(x, p1, p2, w1, b1, w2, b2, *norm):
+        a1, c1, a2, c2 = norm if norm else (None, ) * 4
+        return MetaAconChannelFunction.apply(x, p1, p2, w1, b1, a1, c1, w2, b2, a2, c2, n1,
+                                             n2)
+
+    inputs = (x, p1, p2, w1, b1, w2, b2) + (norm_args if mode else ())
+    assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_steps_aside_for_hooks_and_other_norms():
+    x = torch.randn(2, 16, 4, 4)
+    m = MetaAconC(16)
+    calls = []
+    m.fc1.register_forward_hook(lambda *a: calls.append(1))
+    with acon_impl('fused'):
+        y = m(x)
+    assert calls, 'a hook on the switch generator must see its call'
+    assert not type(y.grad_fn).__name__.startswith('MetaAconChannelFunction')
+    gn = MetaAconC(16, norm_cfg=dict(type='GN', num_groups=4))
+    with acon_impl('fused'):
+        y = gn(x)
+    assert not type(y.grad_fn).__name__.startswith('MetaAconChannelFunction')
+    for impl in ('naive', 'torch'):
+        with acon_impl(impl):
+            y = MetaAconC(16)(x)
+        assert not type(y.grad_fn).__name__.startswith('MetaAconChannelFunction')
+
+
+def test_module_swaps_are_seen():
+    """The cached type checks follow a replaced sub-module (e.g. a norm conversion)."""
+    m = MetaAconC(16)
+    x = torch.randn(2, 16, 4, 4)
+    with acon_impl('fused'):
+        assert type(m(x).grad_fn).__name__.startswith('MetaAconChannelFunction')
+        m.bn1 = nn.GroupNorm(4, m.bn1.num_features)
+        assert not type(m(x).grad_fn).__name__.startswith('MetaAconChannelFunction')
