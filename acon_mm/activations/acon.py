@@ -417,8 +417,10 @@ class MetaAconC(BaseAcon):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        if self.switch == 'channel':
-            # CPU: the whole layer as one fused kernel call (None where it does not apply)
+        if self.switch == 'channel' and 'switch_beta' not in self.__dict__:
+            # CPU: the whole layer as one fused kernel call (None where it does not apply).
+            # An instance-level switch_beta (AconStatsHook's logging wrapper) must see
+            # the call: then the modules run.
             y = meta_acon_channel(self, x, self.p1, self.p2, self.fc1, self.bn1, self.fc2,
                                   self.bn2, _FUSED_BN_TYPES)
             if y is not None:
