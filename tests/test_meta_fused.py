@@ -23,6 +23,12 @@ NORMS = {
 }
 
 
+def _is_fused(y) -> bool:
+    """The output came from the fused function (Python/ctypes or C++ extension)."""
+    name = y.grad_fn.name() if y.grad_fn is not None else ''
+    return name.startswith('MetaAconChannelFunction') or 'MetaFn' in name
+
+
 def _layer(C, norm, dtype=torch.float64, seed=0, r=4):
     torch.manual_seed(seed)
     m = MetaAconC(C, r=r, norm_cfg=NORMS[norm]).to(dtype)
@@ -52,9 +58,7 @@ def _compare(m, x, train, dtype):
     gout = torch.randn_like(x)
     y, gx = _run(m, x, gout, 'fused')
     y_ref, gx_ref = _run(ref, x, gout, 'torch')  # the modules, then the fused ACON op
-    assert y.grad_fn is not None and \
-        type(y.grad_fn).__name__.startswith('MetaAconChannelFunction'), \
-        'the fused path was not taken'
+    assert _is_fused(y), 'the fused path was not taken'
     tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4,
                                                                          atol=1e-5)
     torch.testing.assert_close(y, y_ref, **tol)
@@ -159,15 +163,15 @@ def test_steps_aside_for_hooks_and_other_norms():
     with acon_impl('fused'):
         y = m(x)
     assert calls, 'a hook on the switch generator must see its call'
-    assert not type(y.grad_fn).__name__.startswith('MetaAconChannelFunction')
+    assert not _is_fused(y)
     gn = MetaAconC(16, norm_cfg=dict(type='GN', num_groups=4))
     with acon_impl('fused'):
         y = gn(x)
-    assert not type(y.grad_fn).__name__.startswith('MetaAconChannelFunction')
+    assert not _is_fused(y)
     for impl in ('naive', 'torch'):
         with acon_impl(impl):
             y = MetaAconC(16)(x)
-        assert not type(y.grad_fn).__name__.startswith('MetaAconChannelFunction')
+        assert not _is_fused(y)
 
 
 def test_module_swaps_are_seen():
@@ -175,6 +179,100 @@ def test_module_swaps_are_seen():
     m = MetaAconC(16)
     x = torch.randn(2, 16, 4, 4)
     with acon_impl('fused'):
-        assert type(m(x).grad_fn).__name__.startswith('MetaAconChannelFunction')
+        assert _is_fused(m(x))
         m.bn1 = nn.GroupNorm(4, m.bn1.num_features)
-        assert not type(m(x).grad_fn).__name__.startswith('MetaAconChannelFunction')
+        assert not _is_fused(m(x))
+
+
+# ---------------------------------------------------------------------------
+# The C++ extension (acon_mm.ops.cpu_ext): the same functions as C++ autograd nodes
+# ---------------------------------------------------------------------------
+def _ext():
+    from acon_mm.ops import load_cpu_ext
+    ext = load_cpu_ext()
+    if ext is None:
+        pytest.skip('the C++ extension could not be built here')
+    return ext
+
+
+def test_extension_builds_and_is_used():
+    _ext()
+    from acon_mm.activations import AconC
+    with acon_impl('fused'):
+        y = AconC(4)(torch.randn(2, 4, 3, 3, requires_grad=True))
+        z = MetaAconC(8)(torch.randn(2, 8, 3, 3, requires_grad=True))
+    assert 'AconFn' in y.grad_fn.name() and 'MetaFn' in z.grad_fn.name()
+
+
+@pytest.mark.parametrize('bshape', [(1, 1, 1, 1), (1, 5, 1, 1), (3, 5, 1, 1), (3, 1, 1, 1)])
+@pytest.mark.parametrize('combo', ['none', 'p2', 'both'])
+def test_extension_acon_gradcheck(bshape, combo):
+    from acon_mm.ops import acon
+    _ext()
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(3, 5, 4, 3, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    p1 = torch.randn(1, 5, 1, 1, generator=g, dtype=torch.float64).requires_grad_() \
+        if combo == 'both' else None
+    p2 = torch.randn(1, 5, 1, 1, generator=g, dtype=torch.float64).requires_grad_() \
+        if combo != 'none' else None
+    beta = (torch.rand(bshape, generator=g, dtype=torch.float64) * 2 + 0.1).requires_grad_()
+    with acon_impl('fused'):
+        assert 'AconFn' in acon(x, p1, p2, beta).grad_fn.name()
+        inputs = tuple(t for t in (x, p1, p2, beta) if t is not None)
+
+        def f(*args):
+            it = iter(args)
+            return acon(next(it), next(it) if p1 is not None else None,
+                        next(it) if p2 is not None else None, next(it))
+
+        assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize('mode', [0, 1, 2])
+def test_extension_meta_gradcheck(mode):
+    ext = _ext()
+    torch.manual_seed(2)
+    N, C, H = 3, 6, 4
+    dt = torch.float64
+
+    def t(*shape, scale=1.0):
+        return (torch.randn(*shape, dtype=dt) * scale).requires_grad_()
+
+    x = t(N, C, 3, 2, scale=2)
+    p1, p2 = t(1, C, 1, 1), t(1, C, 1, 1)
+    w1, b1, w2, b2 = t(H, C, 1, 1), t(H), t(C, H, 1, 1), t(C)
+    g1, e1, g2, e2 = t(H), t(H), t(C), t(C)
+    rm1, rv1 = torch.randn(H, dtype=dt), torch.rand(H, dtype=dt) + 0.5
+    rm2, rv2 = torch.randn(C, dtype=dt), torch.rand(C, dtype=dt) + 0.5
+    stats = (rm1, rv1, rm2, rv2) if mode == 2 else (None, ) * 4
+
+    def f(x, p1, p2, w1, b1, w2, b2, *norm):
+        a1, c1, a2, c2 = norm if norm else (None, ) * 4
+        return ext.meta_channel(x, p1, p2, w1, b1, a1, c1, w2, b2, a2, c2, *stats, mode,
+                                1e-5, 0.0, mode, 1e-5, 0.0)
+
+    inputs = (x, p1, p2, w1, b1, w2, b2) + ((g1, e1, g2, e2) if mode else ())
+    assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_extension_refuses_double_backward():
+    _ext()
+    from acon_mm.activations import AconC
+    x = torch.randn(2, 4, 3, 3, requires_grad=True)
+    with acon_impl('fused'):
+        y = AconC(4)(x)
+    with pytest.raises(RuntimeError, match='double backward'):
+        torch.autograd.grad(y.sum(), x, create_graph=True)
+
+
+def test_without_extension_the_python_functions_run(monkeypatch):
+    from acon_mm.activations import AconC
+    from acon_mm.ops import cpu_ext
+    monkeypatch.setattr(cpu_ext, '_ext', None)
+    monkeypatch.setattr(cpu_ext, '_tried', True)
+    x = torch.randn(2, 8, 3, 3, requires_grad=True)
+    with acon_impl('fused'):
+        y = AconC(8)(x)
+        z = MetaAconC(8)(x)
+    assert 'AconFunction' in y.grad_fn.name()
+    assert z.grad_fn.name().startswith('MetaAconChannelFunction')

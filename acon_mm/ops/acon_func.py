@@ -15,7 +15,9 @@ Implementations (chosen with :func:`set_acon_impl`, the context manager
   function that saves only the input (plus the per-channel parameters and the small
   beta tensor), recomputes the gate in backward and reduces the parameter gradients
   per channel. Its arithmetic runs in a fused kernel: the compiled C++/OpenMP
-  kernel on CPU (:mod:`acon_mm.ops.cpu_kernel`), Triton on CUDA
+  kernel on CPU (:mod:`acon_mm.ops.cpu_kernel`; with a spatially constant beta the
+  same function as a C++ autograd function from :mod:`acon_mm.ops.cpu_ext`, which
+  saves the Python overhead), Triton on CUDA
   (:mod:`acon_mm.ops.triton_kernel`), or PyTorch ops where neither is available
   (same memory, slower). Under ``torch.compile`` (and ``torch.jit.trace``) both use
   the plain formula, which inductor fuses itself.
@@ -39,6 +41,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .cpu_ext import load_cpu_ext
 from .cpu_kernel import load_cpu_kernels
 
 __all__ = [
@@ -488,4 +491,10 @@ def acon(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
     if backend == 'naive':
         return acon_naive(x, p1, p2, beta)
     _check_args(x, p1, p2, beta)
+    if backend == 'cpu':
+        ext = load_cpu_ext()
+        if ext is not None:  # C++ autograd function; None: arguments it does not take
+            y = ext.acon_fused(x, p1, p2, beta)
+            if y is not None:
+                return y
     return AconFunction.apply(x, p1, p2, beta, backend)
