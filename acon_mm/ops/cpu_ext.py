@@ -32,7 +32,7 @@ from typing import Optional
 
 import torch
 
-from .cpu_kernel import _SOURCE, _compiler, _compiler_version, _cpu_signature, \
+from .cpu_kernel import _NATIVE, _SOURCE, _compiler, _compiler_version, _cpu_signature, \
     kernel_cache_dir
 
 __all__ = ['load_cpu_ext', 'cpu_ext_error']
@@ -346,7 +346,7 @@ def _build():
     if cxx is None:
         raise RuntimeError('no C++ compiler found')
     src = _SOURCE + _GLUE
-    flags = ['-O3', '-march=native', '-fopenmp', '-fno-trapping-math', '-Wno-psabi']
+    flags = ['-O3', *_NATIVE, '-fopenmp', '-fno-trapping-math', '-Wno-psabi']
     key = hashlib.sha256('\0'.join([src, ' '.join(flags), torch.__version__, cxx,
                                     _compiler_version(cxx), _cpu_signature()]).encode()
                          ).hexdigest()[:16]
