@@ -356,6 +356,89 @@ static inline void for_items(i64 R, i64 C, i64 nseg, int nthreads, bool par, F f
   }
 }
 
+// One row with a per-row beta, accumulating (no horizontal sums): va += g x gate,
+// vb += g x, vc += g x u s (1 - s) (times d: the beta term), vt += the beta term of
+// the masked tail.  Used channel by channel, so the sums over the samples stay in
+// registers and a channel needs one horizontal sum instead of one per row.
+static inline void row_bwd_acc(const float* __restrict go, const float* __restrict x,
+                               float* __restrict dx, i64 len, float d, float q, float b,
+                               vf& va, vf& vb, vf& vc, vf& vt) {
+  const float bd = b * d;
+  i64 l = 0;
+  for (; l + ACON_VW <= len; l += ACON_VW) {
+    vf xv = vload(x + l), gv = vload(go + l);
+    vf z = bd * xv;
+    vf s = vsigmoid(z);
+    vf ss = s - s * s;
+    vf gate = s + z * ss;
+    vstore(dx + l, gv * (d * gate + q));
+    vf gx = gv * xv;
+    va += gx * gate;
+    vb += gx;
+    vc += gx * ((d * xv) * ss);
+  }
+  if (l < len) {
+    const i64 m = len - l;
+    vf xv = vload_part(x + l, m), gv = vload_part(go + l, m);
+    vf u = d * xv;
+    vf s = vsigmoid(b * u);
+    vf ss = s * (1.0f - s);
+    vf gate = s + b * u * ss;
+    vstore_part(dx + l, gv * (d * gate + q), m);
+    vf gx = gv * xv;
+    va += gx * gate;
+    vb += gx;
+    vt += gv * u * u * ss;
+  }
+}
+
+// Channel-major backward for float32, rows of at most one segment and a per-row
+// beta: dp1, dp2 per channel, and the beta term per row (written to sums[3 r + 2]
+// when beta varies over the samples) or per channel.  dbeta_acc (doubles, indexed
+// like beta) receives the beta term.  Returns false where it does not apply.
+template <typename T>
+static inline bool bwd_channel_major(const T*, const T*, T*, const T*, const T*, const T*,
+                                     i64, i64, i64, i64, i64, double*, T*, T*, double*,
+                                     int) {
+  return false;
+}
+
+template <>
+inline bool bwd_channel_major<float>(const float* go, const float* x, float* dx,
+                                     const float* d, const float* q, const float* beta,
+                                     i64 N, i64 C, i64 L, i64 bsn, i64 bsc, double* sums,
+                                     float* dp1, float* dp2, double* dbeta_acc,
+                                     int nthreads) {
+  if (!dp1 || !dp2 || L > 1024) return false;
+  for_items(C, C, 1, nthreads, go_parallel(C, N * C * L), [&](i64 c, i64, i64, i64) {
+    const vf zero = vbc(0);
+    vf va = zero, vb = zero, vc = zero, vt = zero;
+    double db_ch = 0;
+    for (i64 n = 0; n < N; ++n) {
+      const i64 row = n * C + c, off = row * L;
+      if (bsn) {  // beta per sample: the beta term per row
+        vf rc = zero, rt = zero;
+        row_bwd_acc(go + off, x + off, dx + off, L, d[c], q[c], beta[n * bsn + c * bsc],
+                    va, vb, rc, rt);
+        const double t = double(d[c]) * vsum(rc) + vsum(rt);
+        if (sums) sums[3 * row + 2] = t;
+        if (dbeta_acc) dbeta_acc[row] = t;  // filled per (n, c); reduced by the caller
+      } else {
+        row_bwd_acc(go + off, x + off, dx + off, L, d[c], q[c], beta[c * bsc], va, vb, vc,
+                    vt);
+      }
+    }
+    const double A = vsum(va), B = vsum(vb);
+    dp1[c] = float(A);
+    dp2[c] = float(B - A);
+    if (!bsn) {
+      db_ch = double(d[c]) * vsum(vc) + vsum(vt);
+      if (dbeta_acc) dbeta_acc[c] = db_ch;
+    }
+  });
+  return true;
+}
+
 template <typename T>
 static void acon_fwd(const T* x, T* y, const T* d, const T* q, const T* beta, i64 N, i64 C,
                      i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, int nthreads) {
@@ -380,6 +463,25 @@ static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, con
                      i64 N, i64 C, i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, double* sums,
                      T* dbeta_pix, T* dp1, T* dp2, T* dbeta, int nthreads) {
   const i64 nseg = std::max<i64>(1, (L + seg - 1) / seg);
+  if (!bsl && nseg == 1 && dp1 && dp2) {
+    // per row (bsn != 0) or per channel; reduced to beta's layout below
+    std::vector<double> dbacc(bsn ? N * C : C, 0.0);
+    if (bwd_channel_major<T>(go, x, dx, d, q, beta, N, C, L, bsn, bsc, sums, dp1, dp2,
+                             dbacc.data(), nthreads)) {
+      if (dbeta) {
+        const i64 nb = (N - 1) * bsn + (C - 1) * bsc + 1;
+        std::vector<double> acc(nb, 0.0);
+        if (bsn) {
+          for (i64 n = 0; n < N; ++n)
+            for (i64 c = 0; c < C; ++c) acc[n * bsn + c * bsc] += dbacc[n * C + c];
+        } else {
+          for (i64 c = 0; c < C; ++c) acc[c * bsc] += dbacc[c];
+        }
+        for (i64 i = 0; i < nb; ++i) dbeta[i] = T(acc[i]);
+      }
+      return;
+    }
+  }
   std::vector<double> scratch, own;
   if (!sums) {
     own.assign(N * C * 3, 0.0);
