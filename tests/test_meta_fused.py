@@ -82,6 +82,17 @@ def test_fused_equals_modules(dtype, norm, train):
     _compare(m, x, train, dtype)
 
 
+@pytest.mark.parametrize('hw', [(1, 2), (3, 3), (4, 4), (5, 5), (6, 8), (7, 7), (8, 8),
+                                (9, 9), (14, 14)])
+def test_fused_row_lengths(hw):
+    # pooling and the pooled gradient walk a row in vector pairs, one vector and a
+    # masked tail: row lengths 2 .. 196 take every combination of those (float32)
+    torch.manual_seed(sum(hw))
+    m = _layer(32, 'AconSwitchBN', torch.float32)
+    x = torch.randn(3, 32, *hw) * 2
+    _compare(m, x, True, torch.float32)
+
+
 def test_running_statistics_follow_batchnorm():
     m = _layer(16, 'AconSwitchBN', torch.float64)
     ref = copy.deepcopy(m)

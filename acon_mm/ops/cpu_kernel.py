@@ -710,6 +710,14 @@ static void meta_fwd(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d, c
                   v0 += vload(xf + l);
                   v1 += vload(xf + l + ACON_VW);
                 }
+                if (l + ACON_VW <= L) {
+                  v0 += vload(xf + l);
+                  l += ACON_VW;
+                }
+                if (l < L) {  // the tail as one masked vector (7x7 rows: 49 = 3 x 16 + 1)
+                  v1 += vload_part(xf + l, L - l);
+                  l = L;
+                }
                 acc = vsum(v0 + v1);
               }
               for (; l < L; ++l) acc += xr[l];
@@ -816,6 +824,10 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
                 float* rf = (float*)r;
                 const vf vv = vbc(float(v));
                 for (; l + ACON_VW <= L; l += ACON_VW) vstore(rf + l, vload(rf + l) + vv);
+                if (l < L) {
+                  vstore_part(rf + l, vload_part(rf + l, L - l) + vv, L - l);
+                  l = L;
+                }
               }
               for (; l < L; ++l) r[l] += v;
             });

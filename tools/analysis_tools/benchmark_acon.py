@@ -111,14 +111,23 @@ def saved_bytes(fn, *args, module: nn.Module = None) -> int:
 
 
 def make_step(module: nn.Module, impl: str, x: torch.Tensor, gout: torch.Tensor):
+    """One forward+backward of ``module``; ``step.reset`` (untimed) drops the gradients
+    of the previous step, as ``optimizer.zero_grad()`` (``set_to_none=True``, PyTorch's
+    and mmengine's default) does between training iterations."""
     leaf = x.detach().requires_grad_()
+    params = list(module.parameters())
+
+    def reset():
+        leaf.grad = None
+        for p in params:
+            p.grad = None
 
     def step():
-        leaf.grad = None
         with acon_impl(impl):
             y = module(leaf)
         y.backward(gout)
 
+    step.reset = reset
     return step
 
 
@@ -132,6 +141,9 @@ def interleaved_times(steps: dict, repeats: int, warmup: int = 2,
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
+            reset = getattr(steps[n], 'reset', None)
+            if reset is not None:
+                reset()
             t0 = time.perf_counter()
             steps[n]()
             times[n].append(time.perf_counter() - t0)
