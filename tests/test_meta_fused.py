@@ -70,7 +70,11 @@ def _compare(m, x, train, dtype):
         assert (p.grad - p_ref.grad).abs().max().item() <= tol['rtol'] * scale + tol['atol'], \
             name
     for (name, b), b_ref in zip(m.named_buffers(), ref.buffers()):
-        torch.testing.assert_close(b, b_ref, rtol=1e-6, atol=1e-7, msg=name)
+        # float32: the switch network runs in float32 as the modules do, summing in
+        # another order (a few ulp of the pooled values)
+        btol = dict(rtol=1e-6, atol=1e-7) if dtype == torch.float64 else dict(rtol=1e-5,
+                                                                               atol=1e-6)
+        torch.testing.assert_close(b, b_ref, **btol, msg=lambda s: f'{name}: {s}')
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])

@@ -181,7 +181,8 @@ static inline void vstore_part(float* p, vf v, i64 m) {
 #endif
 }
 
-static inline vf vexp(vf x) {
+// always inlined: an out-of-line call in a row loop spills the vector registers
+__attribute__((always_inline)) static inline vf vexp(vf x) {
   const vf lo = vbc(-87.3f), hi = vbc(88.0f);
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
@@ -211,7 +212,7 @@ static inline vf vexp(vf x) {
 }
 
 // 1 / a for a in [1, 1 + e^87.3]
-static inline vf vrecip(vf a) {
+__attribute__((always_inline)) static inline vf vrecip(vf a) {
 #if defined(__AVX512F__)
   vf r = (vf)_mm512_rcp14_ps((__m512)a);
   return r * (2.0f - a * r);
@@ -220,7 +221,7 @@ static inline vf vrecip(vf a) {
 #endif
 }
 
-static inline vf vsigmoid(vf z) { return vrecip(1.0f + vexp(-z)); }
+__attribute__((always_inline)) static inline vf vsigmoid(vf z) { return vrecip(1.0f + vexp(-z)); }
 
 static inline float vsum(vf v) {
 #if defined(__AVX512F__)
@@ -552,7 +553,8 @@ static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, con
 // ---------------------------------------------------------------------------
 // meta-ACON-C with the channel switch, fused: GAP -> fc1 -> bn1 -> fc2 -> bn2 ->
 // sigmoid -> ACON in one call forward and one backward (the switch network is a
-// few (N, C) x (C, H) products: computed here in double, with no per-op overhead).
+// few (N, C) x (C, H) products: computed here in the input's precision, as the
+// modules compute it, with no per-op overhead).
 //
 // A norm is given as (mode, weight, bias, running_mean, running_var, eps, factor):
 // mode 0: none (identity); 1: batch statistics (training), running statistics
@@ -571,7 +573,7 @@ struct NormSpec {
 
 typedef double vd __attribute__((vector_size(64)));
 
-// sum_i a[i] b[i] with two 8-wide partial sums
+// sum_i a[i] b[i] with two vector-wide partial sums
 static inline double dotd(const double* a, const double* b, i64 n) {
   vd s0 = (vd){} + 0.0, s1 = (vd){} + 0.0;
   i64 i = 0;
@@ -590,37 +592,54 @@ static inline double dotd(const double* a, const double* b, i64 n) {
   return t;
 }
 
+static inline double dot(const double* a, const double* b, i64 n) { return dotd(a, b, n); }
+
+static inline float dot(const float* a, const float* b, i64 n) {
+  vf s0 = vbc(0), s1 = vbc(0);
+  i64 i = 0;
+  for (; i + 2 * ACON_VW <= n; i += 2 * ACON_VW) {
+    s0 += vload(a + i) * vload(b + i);
+    s1 += vload(a + i + ACON_VW) * vload(b + i + ACON_VW);
+  }
+  if (i + ACON_VW <= n) {
+    s0 += vload(a + i) * vload(b + i);
+    i += ACON_VW;
+  }
+  if (i < n) s1 += vload_part(a + i, n - i) * vload_part(b + i, n - i);
+  return vsum(s0 + s1);
+}
+
 // v: (N, K) in, out: (N, K), hn: (N, K) normalised values, inv: (K,) 1 / std.
 // Loops run over k innermost (contiguous).
 template <typename T>
-static void norm_fwd(const NormSpec<T>& s, const double* v, i64 N, i64 K, double* out,
-                     double* hn, double* inv) {
-  std::vector<double> mu(K, 0.0), w(K, 1.0), b(K, 0.0);
+static void norm_fwd(const NormSpec<T>& s, const T* v, i64 N, i64 K, T* out, T* hn,
+                     T* inv) {
+  std::vector<T> mu(K, T(0)), w(K, T(1)), b(K, T(0));
   if (s.mode == 1) {
-    std::vector<double> var(K, 0.0);
+    std::vector<T> var(K, T(0));
     for (i64 n = 0; n < N; ++n)
       for (i64 k = 0; k < K; ++k) mu[k] += v[n * K + k];
     for (i64 k = 0; k < K; ++k) mu[k] /= N;
     for (i64 n = 0; n < N; ++n)
       for (i64 k = 0; k < K; ++k) {
-        const double t = v[n * K + k] - mu[k];
+        const T t = v[n * K + k] - mu[k];
         var[k] += t * t;
       }
     for (i64 k = 0; k < K; ++k) {
       var[k] /= N;
-      inv[k] = 1.0 / std::sqrt(var[k] + s.eps);
+      inv[k] = T(1.0 / std::sqrt(double(var[k]) + s.eps));
       if (s.rm) {
         s.rm[k] = T((1 - s.factor) * s.rm[k] + s.factor * mu[k]);
-        s.rv[k] = T((1 - s.factor) * s.rv[k] + s.factor * var[k] * N / (N - 1));
+        s.rv[k] = T((1 - s.factor) * s.rv[k] + s.factor * double(var[k]) * N / (N - 1));
       }
     }
   } else if (s.mode == 2) {
     for (i64 k = 0; k < K; ++k) {
       mu[k] = s.rm[k];
-      inv[k] = 1.0 / std::sqrt(double(s.rv[k]) + s.eps);
+      inv[k] = T(1.0 / std::sqrt(double(s.rv[k]) + s.eps));
     }
   } else {
-    for (i64 k = 0; k < K; ++k) inv[k] = 1.0;
+    for (i64 k = 0; k < K; ++k) inv[k] = T(1);
   }
   if (s.mode) {
     for (i64 k = 0; k < K; ++k) {
@@ -630,7 +649,7 @@ static void norm_fwd(const NormSpec<T>& s, const double* v, i64 N, i64 K, double
   }
   for (i64 n = 0; n < N; ++n)
     for (i64 k = 0; k < K; ++k) {
-      const double h = (v[n * K + k] - mu[k]) * inv[k];
+      const T h = (v[n * K + k] - mu[k]) * inv[k];
       hn[n * K + k] = h;
       out[n * K + k] = w[k] * h + b[k];
     }
@@ -639,18 +658,18 @@ static void norm_fwd(const NormSpec<T>& s, const double* v, i64 N, i64 K, double
 // go: (N, K) gradient of the output; gi: (N, K) gradient of the input; dw, db:
 // (K,) (written when not null).
 template <typename T>
-static void norm_bwd(const NormSpec<T>& s, const double* go, const double* hn,
-                     const double* inv, i64 N, i64 K, double* gi, T* dw, T* db) {
-  std::vector<double> sg(K, 0.0), sgh(K, 0.0), a(K, 1.0);
+static void norm_bwd(const NormSpec<T>& s, const T* go, const T* hn, const T* inv, i64 N,
+                     i64 K, T* gi, T* dw, T* db) {
+  std::vector<T> sg(K, T(0)), sgh(K, T(0)), a(K, T(1));
   for (i64 n = 0; n < N; ++n)
     for (i64 k = 0; k < K; ++k) {
       sg[k] += go[n * K + k];
       sgh[k] += go[n * K + k] * hn[n * K + k];
     }
   for (i64 k = 0; k < K; ++k) {
-    if (dw) dw[k] = T(sgh[k]);
-    if (db) db[k] = T(sg[k]);
-    if (s.mode) a[k] = (s.w ? double(s.w[k]) : 1.0) * inv[k];
+    if (dw) dw[k] = sgh[k];
+    if (db) db[k] = sg[k];
+    if (s.mode) a[k] = (s.w ? s.w[k] : T(1)) * inv[k];
   }
   for (i64 n = 0; n < N; ++n)
     for (i64 k = 0; k < K; ++k) {
@@ -664,24 +683,18 @@ static void norm_bwd(const NormSpec<T>& s, const double* go, const double* hn,
 
 // beta = sigmoid(z): vectorised for float32 (thousands of values per call), std::exp
 // for float64.
-template <typename T>
-static inline void sigmoid_to(const double* z, T* out, i64 n) {
-  for (i64 i = 0; i < n; ++i) out[i] = T(1.0 / (1.0 + std::exp(-z[i])));
+static inline void sigmoid_to(const double* z, double* out, i64 n) {
+  for (i64 i = 0; i < n; ++i) out[i] = 1.0 / (1.0 + std::exp(-z[i]));
 }
 
-template <>
-inline void sigmoid_to<float>(const double* z, float* out, i64 n) {
+static inline void sigmoid_to(const float* z, float* out, i64 n) {
   i64 i = 0;
-  for (; i + ACON_VW <= n; i += ACON_VW) {
-    float t[ACON_VW];
-    for (int k = 0; k < ACON_VW; ++k) t[k] = float(z[i + k]);
-    vstore(out + i, vsigmoid(vload(t)));
-  }
-  for (; i < n; ++i) out[i] = float(1.0 / (1.0 + std::exp(-z[i])));
+  for (; i + ACON_VW <= n; i += ACON_VW) vstore(out + i, vsigmoid(vload(z + i)));
+  if (i < n) vstore_part(out + i, vsigmoid(vload_part(z + i, n - i)), n - i);
 }
 
-// Saved (double): m (N, C) pooled input, a (N, H) bn1 output, hn1 (N, H), zn2
-// (N, C), beta (N, C) in T in `beta_out`, inv1 (H), inv2 (C).
+// Saved (in T, in a buffer of meta_saved_size doubles): m (N, C) pooled input, a (N, H)
+// bn1 output, hn1 (N, H), zn2 (N, C), inv1 (H), inv2 (C); beta (N, C) in `beta`.
 static inline i64 meta_saved_size(i64 N, i64 C, i64 H) {
   return 2 * N * C + 2 * N * H + H + C;
 }
@@ -691,12 +704,12 @@ static void meta_fwd(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d, c
                      const T* w1, const T* b1, const NormSpec<T>& n1, const T* w2,
                      const T* b2, const NormSpec<T>& n2, double* saved, T* beta,
                      i64 seg, int nthreads) {
-  double* m = saved;
-  double* a = m + N * C;
-  double* hn1 = a + N * H;
-  double* zn2 = hn1 + N * H;
-  double* inv1 = zn2 + N * C;
-  double* inv2 = inv1 + H;
+  T* m = reinterpret_cast<T*>(saved);
+  T* a = m + N * C;
+  T* hn1 = a + N * H;
+  T* zn2 = hn1 + N * H;
+  T* inv1 = zn2 + N * C;
+  T* inv2 = inv1 + H;
   // global average pooling, one row per item
   for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
             [&](i64 row, i64, i64, i64) {
@@ -721,20 +734,18 @@ static void meta_fwd(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d, c
                 acc = vsum(v0 + v1);
               }
               for (; l < L; ++l) acc += xr[l];
-              m[row] = acc / L;
+              m[row] = T(acc / L);
             });
-  // The small products: weights converted to double once, then dot products of
-  // contiguous rows (vectorised, independent partial sums).
-  std::vector<double> h(N * H), z(N * C), zz(N * C), w1d(H * C), w2d(C * H);
-  for (i64 i = 0; i < H * C; ++i) w1d[i] = w1[i];
-  for (i64 i = 0; i < C * H; ++i) w2d[i] = w2[i];
+  // The small products: dot products of contiguous rows (vectorised, independent
+  // partial sums).
+  std::vector<T> h(N * H), z(N * C), zz(N * C);
   for (i64 n = 0; n < N; ++n)
     for (i64 j = 0; j < H; ++j)
-      h[n * H + j] = (b1 ? double(b1[j]) : 0.0) + dotd(w1d.data() + j * C, m + n * C, C);
+      h[n * H + j] = (b1 ? b1[j] : T(0)) + T(dot(w1 + j * C, m + n * C, C));
   norm_fwd<T>(n1, h.data(), N, H, a, hn1, inv1);
   for (i64 n = 0; n < N; ++n)
     for (i64 c = 0; c < C; ++c)
-      z[n * C + c] = (b2 ? double(b2[c]) : 0.0) + dotd(w2d.data() + c * H, a + n * H, H);
+      z[n * C + c] = (b2 ? b2[c] : T(0)) + T(dot(w2 + c * H, a + n * H, H));
   norm_fwd<T>(n2, z.data(), N, C, zz.data(), zn2, inv2);
   sigmoid_to(zz.data(), beta, N * C);
   acon_fwd<T>(x, y, d, q, beta, N, C, L, C, 1, 0, seg, nthreads);
@@ -747,12 +758,12 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
                      const T* d, const T* q, const T* w1, const NormSpec<T>& n1,
                      const T* w2, const NormSpec<T>& n2, const double* saved,
                      const T* beta, T* dp1, T* dp2, T* grads, i64 seg, int nthreads) {
-  const double* m = saved;
-  const double* a = m + N * C;
-  const double* hn1 = a + N * H;
-  const double* zn2 = hn1 + N * H;
-  const double* inv1 = zn2 + N * C;
-  const double* inv2 = inv1 + H;
+  const T* m = reinterpret_cast<const T*>(saved);
+  const T* a = m + N * C;
+  const T* hn1 = a + N * H;
+  const T* zn2 = hn1 + N * H;
+  const T* inv1 = zn2 + N * C;
+  const T* inv2 = inv1 + H;
   T* dw1 = grads;
   T* db1 = dw1 + H * C;
   T* dn1w = db1 + H;
@@ -764,56 +775,53 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
   std::vector<double> sums(N * C * 3);
   acon_bwd<T>(go, x, dx, d, q, beta, N, C, L, C, 1, 0, seg, sums.data(), nullptr, dp1, dp2,
               nullptr, nthreads);
-  std::vector<double> g(N * C), dz(N * C), da(N * H, 0.0), dh(N * H), dm(N * C, 0.0);
+  std::vector<T> g(N * C), dz(N * C), da(N * H, T(0)), dh(N * H), dm(N * C, T(0));
   for (i64 i = 0; i < N * C; ++i) {
     const double b = beta[i];
-    g[i] = sums[3 * i + 2] * b * (1 - b);  // d loss / d (bn2 output)
+    g[i] = T(sums[3 * i + 2] * b * (1 - b));  // d loss / d (bn2 output)
   }
   norm_bwd<T>(n2, g.data(), zn2, inv2, N, C, dz.data(), n2.mode ? dn2w : nullptr,
               n2.mode ? dn2b : nullptr);
   // Loop orders keep every accumulator in L1 (each output row is finished before the
   // next one starts); the innermost loops are contiguous and free of reductions, so
   // they vectorise.
-  std::vector<double> row(std::max(C, H));
   for (i64 c = 0; c < C; ++c) {
-    double* accr = row.data();  // dW2[c, :] = sum_n dz[n, c] a[n, :]
-    for (i64 j = 0; j < H; ++j) accr[j] = 0.0;
-    const T* wr = w2 + c * H;
-    double sb = 0;
+    T* __restrict accr = dw2 + c * H;  // dW2[c, :] = sum_n dz[n, c] a[n, :]
+    for (i64 j = 0; j < H; ++j) accr[j] = T(0);
+    const T* __restrict wr = w2 + c * H;
+    T sb = 0;
     for (i64 n = 0; n < N; ++n) {
-      const double dzv = dz[n * C + c];
-      const double* ar = a + n * H;
-      double* dar = da.data() + n * H;  // da[n, :] += dz[n, c] W2[c, :]
+      const T dzv = dz[n * C + c];
+      const T* __restrict ar = a + n * H;
+      T* __restrict dar = da.data() + n * H;  // da[n, :] += dz[n, c] W2[c, :]
       sb += dzv;
       for (i64 j = 0; j < H; ++j) {
         accr[j] += dzv * ar[j];
-        dar[j] += dzv * double(wr[j]);
+        dar[j] += dzv * wr[j];
       }
     }
-    db2[c] = T(sb);
-    for (i64 j = 0; j < H; ++j) dw2[c * H + j] = T(accr[j]);
+    db2[c] = sb;
   }
   norm_bwd<T>(n1, da.data(), hn1, inv1, N, H, dh.data(), n1.mode ? dn1w : nullptr,
               n1.mode ? dn1b : nullptr);
   for (i64 j = 0; j < H; ++j) {
-    double* accr = row.data();  // dW1[j, :] = sum_n dh[n, j] m[n, :]
-    for (i64 c = 0; c < C; ++c) accr[c] = 0.0;
-    const T* wr = w1 + j * C;
-    double sb = 0;
+    T* __restrict accr = dw1 + j * C;  // dW1[j, :] = sum_n dh[n, j] m[n, :]
+    for (i64 c = 0; c < C; ++c) accr[c] = T(0);
+    const T* __restrict wr = w1 + j * C;
+    T sb = 0;
     for (i64 n = 0; n < N; ++n) {
-      const double dhv = dh[n * H + j];
-      const double* mr = m + n * C;
-      double* dmr = dm.data() + n * C;  // dm[n, :] += dh[n, j] W1[j, :]
+      const T dhv = dh[n * H + j];
+      const T* __restrict mr = m + n * C;
+      T* __restrict dmr = dm.data() + n * C;  // dm[n, :] += dh[n, j] W1[j, :]
       sb += dhv;
       for (i64 c = 0; c < C; ++c) {
         accr[c] += dhv * mr[c];
-        dmr[c] += dhv * double(wr[c]);
+        dmr[c] += dhv * wr[c];
       }
     }
-    db1[j] = T(sb);
-    for (i64 c = 0; c < C; ++c) dw1[j * C + c] = T(accr[c]);
+    db1[j] = sb;
   }
-  for (i64 i = 0; i < N * C; ++i) dm[i] /= L;
+  for (i64 i = 0; i < N * C; ++i) dm[i] /= T(L);
   // the pooling's gradient: dx += dm / L, one (cache-warm) pass
   for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
             [&](i64 row, i64, i64, i64) {
