@@ -421,10 +421,15 @@ class MetaAconC(BaseAcon):
             # CPU: the whole layer as one fused kernel call (None where it does not apply).
             # An instance-level switch_beta (AconStatsHook's logging wrapper) must see
             # the call: then the modules run.
-            y = meta_acon_channel(self, x, self.p1, self.p2, self.fc1, self.bn1, self.fc2,
-                                  self.bn2, _FUSED_BN_TYPES)
-            if y is not None:
-                return y
+            # (sub-modules read from the dicts: nn.Module.__getattr__ costs ~1 us each)
+            mods, params = self._modules, self._parameters
+            fc1, bn1, fc2, bn2 = mods.get('fc1'), mods.get('bn1'), mods.get('fc2'), \
+                mods.get('bn2')
+            if fc1 is not None and bn1 is not None and fc2 is not None and bn2 is not None:
+                y = meta_acon_channel(self, x, params['p1'], params['p2'], fc1, bn1, fc2, bn2,
+                                      _FUSED_BN_TYPES)
+                if y is not None:
+                    return y
         return acon(x, self.p1, self.p2, self.switch_beta(x))
 
     def extra_repr(self) -> str:

@@ -36,6 +36,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.nn.modules import module as _nn_module
 from torch.autograd.function import once_differentiable
 
 from . import acon_func
@@ -61,6 +62,12 @@ class _NormSpec:
                 _ptr(self.rv), self.eps, self.factor)
 
 
+_IDENTITY = _NormSpec()  # mode 0 (no norm); never modified
+_IDENTITY.mode, _IDENTITY.weight, _IDENTITY.bias, _IDENTITY.rm, _IDENTITY.rv = 0, None, None, \
+    None, None
+_IDENTITY.eps = _IDENTITY.factor = 0.0
+
+
 def _ok_tensor(t: Optional[Tensor], dtype) -> bool:
     return t is None or (t.dtype == dtype and t.is_cpu and t.is_contiguous())
 
@@ -81,12 +88,11 @@ def _norm_spec(norm: nn.Module, is_bn: bool, N: int, dtype) -> Optional[_NormSpe
     Has no side effect: the caller bumps ``num_batches_tracked`` (see
     :func:`_commit`) once every check has passed.
     """
-    spec = _NormSpec()
-    spec.weight = spec.bias = spec.rm = spec.rv = None
-    spec.eps, spec.factor = 0.0, 0.0
     if not is_bn:
-        spec.mode = 0
-        return spec
+        return _IDENTITY
+    spec = _NormSpec()
+    spec.rm = spec.rv = None
+    spec.factor = 0.0
     params, buffers = norm._parameters, norm._buffers
     w, b = params.get('weight'), params.get('bias')
     rm, rv = buffers.get('running_mean'), buffers.get('running_var')
@@ -222,11 +228,12 @@ def _plan(owner: nn.Module, fc1, bn1, fc2, bn2, batch_norm_types) -> Optional[tu
     return plan
 
 
-def _has_hooks(*mods: nn.Module) -> bool:
-    from torch.nn.modules import module as _m
-    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+def _has_hooks(fc1: nn.Module, bn1: nn.Module, fc2: nn.Module, bn2: nn.Module) -> bool:
+    if _nn_module._global_forward_hooks or _nn_module._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in mods)
+    return bool(fc1._forward_hooks or fc1._forward_pre_hooks or bn1._forward_hooks
+                or bn1._forward_pre_hooks or fc2._forward_hooks or fc2._forward_pre_hooks
+                or bn2._forward_hooks or bn2._forward_pre_hooks)
 
 
 def meta_acon_channel(owner: nn.Module, x: Tensor, p1: Tensor, p2: Tensor, fc1: nn.Module,
@@ -257,14 +264,16 @@ def meta_acon_channel(owner: nn.Module, x: Tensor, p1: Tensor, p2: Tensor, fc1: 
     f1, f2 = fc1._parameters, fc2._parameters
     w1, b1, w2, b2 = f1['weight'], f1.get('bias'), f2['weight'], f2.get('bias')
     for t in (p1, p2, w1, b1, w2, b2):
-        if not _ok_tensor(t, dtype):
+        if t is not None and not (t.dtype == dtype and t.is_cpu and t.is_contiguous()):
             return None
     if p1.numel() != C or p2.numel() != C:
         return None
     N = x.shape[0]
     n1 = _norm_spec(bn1, plan[0], N, dtype)
+    if n1 is None:
+        return None
     n2 = _norm_spec(bn2, plan[1], N, dtype)
-    if n1 is None or n2 is None:
+    if n2 is None:
         return None
     _commit(bn1, n1)
     _commit(bn2, n2)
