@@ -264,7 +264,7 @@ def test_extension_meta_gradcheck(mode):
     def f(x, p1, p2, w1, b1, w2, b2, *norm):
         a1, c1, a2, c2 = norm if norm else (None, ) * 4
         return ext.meta_channel(x, p1, p2, w1, b1, a1, c1, w2, b2, a2, c2, *stats, mode,
-                                1e-5, 0.0, mode, 1e-5, 0.0)
+                                1e-5, 0.0, mode, 1e-5, 0.0, None, None, 0.1, 0.1)
 
     inputs = (x, p1, p2, w1, b1, w2, b2) + ((g1, e1, g2, e2) if mode else ())
     assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)

@@ -72,10 +72,22 @@ Tensor channel_vector(const Tensor& p, i64 ndim, i64 C) {
   return v.contiguous();
 }
 
-Tensor as_param_grad(const Tensor& g, const Tensor& p) {
-  // g: (C,) or beta-sized; p: the parameter (per channel or shared)
-  if (g.numel() == p.numel()) return g.view(p.sizes());
-  return g.sum().reshape(p.sizes());
+// A contiguous view of `numel(sizes)` elements of `base` (contiguous) at `offset`, made
+// without the dispatcher: the gradients handed back by backward are slices of one
+// buffer, and ten narrow/view calls would cost ~20 us per backward.
+Tensor slice_of(const Tensor& base, i64 offset, at::IntArrayRef sizes) {
+  auto impl = c10::make_intrusive<c10::TensorImpl>(c10::Storage(base.storage()),
+                                                   base.key_set(), base.dtype());
+  impl->set_storage_offset(base.storage_offset() + offset);
+  impl->set_sizes_contiguous(sizes);
+  return Tensor(std::move(impl));
+}
+
+// The gradient of parameter p from out[offset : offset + n]: (C,) or beta-sized, p per
+// channel (or beta-sized) or shared.
+Tensor as_param_grad(const Tensor& out, i64 offset, i64 n, const Tensor& p) {
+  if (n == p.numel()) return slice_of(out, offset, p.sizes());
+  return out.narrow(0, offset, n).sum().reshape(p.sizes());
 }
 
 Tensor like_input(Tensor y, const Tensor& x) {
@@ -141,9 +153,9 @@ struct AconFn : public torch::autograd::Function<AconFn> {
                       L, bsn, bsc, 0, kSeg, nullptr, nullptr, o, o + C, o + 2 * C, nt);
     }
     Tensor dp1, dp2, dbeta;
-    if (present(p1)) dp1 = as_param_grad(out.narrow(0, 0, C), p1);
-    if (present(p2)) dp2 = as_param_grad(out.narrow(0, C, C), p2);
-    dbeta = out.narrow(0, 2 * C, nb).view(beta.sizes());
+    if (present(p1)) dp1 = as_param_grad(out, 0, C, p1);
+    if (present(p2)) dp2 = as_param_grad(out, C, C, p2);
+    dbeta = slice_of(out, 2 * C, beta.sizes());
     if (!dx.sizes().equals(x.sizes())) dx = dx.reshape(x.sizes());
     return {dx, dp1, dp2, dbeta, Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
@@ -214,11 +226,17 @@ struct MetaFn : public torch::autograd::Function<MetaFn> {
                         double f2) {
     Tensor xc = x.contiguous();
     const i64 N = x.size(0), C = x.size(1), L = xc.numel() / (N * C), H = w1.size(0);
-    Tensor q, d;
-    {
-      at::NoGradGuard ng;
-      q = p2.reshape({C}).contiguous();
-      d = (p1.reshape({C}) - q).contiguous();
+    // p1, p2: contiguous (1, C, 1, 1) (checked by meta_channel); d = p1 - p2, q = p2
+    Tensor d = at::empty({C}, xc.options());
+    Tensor q = slice_of(p2, 0, {C});
+    if (x.scalar_type() == at::kDouble) {
+      const double *a = p1.data_ptr<double>(), *b = p2.data_ptr<double>();
+      double* o = d.data_ptr<double>();
+      for (i64 c = 0; c < C; ++c) o[c] = a[c] - b[c];
+    } else {
+      const float *a = p1.data_ptr<float>(), *b = p2.data_ptr<float>();
+      float* o = d.data_ptr<float>();
+      for (i64 c = 0; c < C; ++c) o[c] = a[c] - b[c];
     }
     Tensor saved = at::empty({meta_saved_size(N, C, H)}, xc.options().dtype(at::kDouble));
     Tensor beta = at::empty({N * C}, xc.options());
@@ -289,29 +307,42 @@ struct MetaFn : public torch::autograd::Function<MetaFn> {
                   spec_of<T>(modes[1], g2, none, none, none, 0, 0), saved.data_ptr<double>(),
                   beta.data_ptr<T>(), o, o + C, o + 2 * C, kSeg, nt);
     }
-    std::vector<Tensor> part(10);
-    i64 off = 0;
-    for (int i = 0; i < 10; ++i) {
-      part[i] = out.narrow(0, off, sizes[i]);
-      off += sizes[i];
-    }
+    i64 off[10];
+    off[0] = 0;
+    for (int i = 1; i < 10; ++i) off[i] = off[i - 1] + sizes[i - 1];
     if (!dx.sizes().equals(x.sizes())) dx = dx.reshape(x.sizes());
     variable_list r(21);
     r[0] = dx;
-    r[1] = part[0].view(p1.sizes());
-    r[2] = part[1].view(p2.sizes());
-    r[3] = part[2].view(w1.sizes());
-    if (has[0]) r[4] = part[3];
-    if (has[1]) r[5] = part[4];
-    if (has[2]) r[6] = part[5];
-    r[7] = part[6].view(w2.sizes());
-    if (has[3]) r[8] = part[7];
-    if (has[4]) r[9] = part[8];
-    if (has[5]) r[10] = part[9];
+    r[1] = slice_of(out, off[0], p1.sizes());
+    r[2] = slice_of(out, off[1], p2.sizes());
+    r[3] = slice_of(out, off[2], w1.sizes());
+    if (has[0]) r[4] = slice_of(out, off[3], {sizes[3]});
+    if (has[1]) r[5] = slice_of(out, off[4], {sizes[4]});
+    if (has[2]) r[6] = slice_of(out, off[5], {sizes[5]});
+    r[7] = slice_of(out, off[6], w2.sizes());
+    if (has[3]) r[8] = slice_of(out, off[7], {sizes[7]});
+    if (has[4]) r[9] = slice_of(out, off[8], {sizes[8]});
+    if (has[5]) r[10] = slice_of(out, off[9], {sizes[9]});
     return r;
   }
 };
 
+
+// PyTorch's BatchNorm bookkeeping for a norm in mode 1 with running statistics:
+// num_batches_tracked += 1 and the averaging factor (momentum, or 1 / num_batches_tracked
+// for momentum=None, given as momentum < 0).
+double commit_norm(i64 mode, const c10::optional<Tensor>& rm, const c10::optional<Tensor>& nbt,
+                   double momentum) {
+  if (mode != 1 || !(rm.has_value() && rm->defined())) return 0.0;
+  if (nbt.has_value() && nbt->defined() && nbt->numel() == 1 &&
+      nbt->scalar_type() == at::kLong && nbt->device().is_cpu()) {
+    int64_t* v = nbt->data_ptr<int64_t>();  // nbt.add_(1) without the dispatcher
+    *v += 1;
+    nbt->unsafeGetTensorImpl()->bump_version();
+    if (momentum < 0) return 1.0 / double(*v);
+  }
+  return momentum < 0 ? 0.0 : momentum;
+}
 
 Tensor meta_channel(Tensor x, Tensor p1, Tensor p2, Tensor w1, c10::optional<Tensor> b1,
                     c10::optional<Tensor> g1, c10::optional<Tensor> e1, Tensor w2,
@@ -319,7 +350,12 @@ Tensor meta_channel(Tensor x, Tensor p1, Tensor p2, Tensor w1, c10::optional<Ten
                     c10::optional<Tensor> e2, c10::optional<Tensor> rm1,
                     c10::optional<Tensor> rv1, c10::optional<Tensor> rm2,
                     c10::optional<Tensor> rv2, i64 mode1, double eps1, double f1, i64 mode2,
-                    double eps2, double f2) {
+                    double eps2, double f2, c10::optional<Tensor> nbt1,
+                    c10::optional<Tensor> nbt2, double momentum1, double momentum2) {
+  TORCH_CHECK(p1.is_contiguous() && p2.is_contiguous(), "meta_channel: p1, p2 contiguous");
+  // the caller passes f < 0 to have the factors computed here (after its checks)
+  if (f1 < 0) f1 = commit_norm(mode1, rm1, nbt1, momentum1);
+  if (f2 < 0) f2 = commit_norm(mode2, rm2, nbt2, momentum2);
   auto o = [&](const c10::optional<Tensor>& t) { return or_placeholder(t, x); };
   return MetaFn::apply(x, p1, p2, w1, o(b1), o(g1), o(e1), w2, o(b2), o(g2), o(e2), o(rm1),
                        o(rv1), o(rm2), o(rv2), mode1, eps1, f1, mode2, eps2, f2);

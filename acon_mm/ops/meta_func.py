@@ -275,12 +275,19 @@ def meta_acon_channel(owner: nn.Module, x: Tensor, p1: Tensor, p2: Tensor, fc1: 
     n2 = _norm_spec(bn2, plan[1], N, dtype)
     if n2 is None:
         return None
-    _commit(bn1, n1)
-    _commit(bn2, n2)
     ext = load_cpu_ext()
     if ext is not None:  # the same function in C++ (no Python autograd overhead)
+        # factor -1: the extension does _commit's bookkeeping itself
+        nbt1 = bn1._buffers.get('num_batches_tracked') if n1.rm is not None else None
+        nbt2 = bn2._buffers.get('num_batches_tracked') if n2.rm is not None else None
+        m1 = bn1.momentum if n1.rm is not None else 0.0
+        m2 = bn2.momentum if n2.rm is not None else 0.0
         return ext.meta_channel(x, p1, p2, w1, b1, n1.weight, n1.bias, w2, b2, n2.weight,
-                                n2.bias, n1.rm, n1.rv, n2.rm, n2.rv, n1.mode, n1.eps,
-                                n1.factor, n2.mode, n2.eps, n2.factor)
+                                n2.bias, n1.rm, n1.rv, n2.rm, n2.rv, n1.mode, n1.eps, -1.0,
+                                n2.mode, n2.eps, -1.0, nbt1, nbt2,
+                                -1.0 if m1 is None else float(m1),
+                                -1.0 if m2 is None else float(m2))
+    _commit(bn1, n1)
+    _commit(bn2, n2)
     return MetaAconChannelFunction.apply(x, p1, p2, w1, b1, n1.weight, n1.bias, w2, b2,
                                          n2.weight, n2.bias, n1, n2)
