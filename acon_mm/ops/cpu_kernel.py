@@ -822,23 +822,31 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
     db1[j] = sb;
   }
   for (i64 i = 0; i < N * C; ++i) dm[i] /= T(L);
-  // the pooling's gradient: dx += dm / L, one (cache-warm) pass
-  for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
-            [&](i64 row, i64, i64, i64) {
-              T* r = dx + row * L;
-              const T v = T(dm[row]);
-              i64 l = 0;
-              if (sizeof(T) == 4) {
-                float* rf = (float*)r;
-                const vf vv = vbc(float(v));
-                for (; l + ACON_VW <= L; l += ACON_VW) vstore(rf + l, vload(rf + l) + vv);
-                if (l < L) {
-                  vstore_part(rf + l, vload_part(rf + l, L - l) + vv, L - l);
-                  l = L;
-                }
-              }
-              for (; l < L; ++l) r[l] += v;
-            });
+  // the pooling's gradient: dx += dm / L, one (cache-warm) pass, split over the threads
+  // as the ACON pass was (by channel for rows of one segment, see bwd_channel_major),
+  // so each thread adds to the rows still in its own cache
+  auto add_row = [&](i64 row) {
+    T* r = dx + row * L;
+    const T v = dm[row];
+    i64 l = 0;
+    if (sizeof(T) == 4) {
+      float* rf = (float*)r;
+      const vf vv = vbc(float(v));
+      for (; l + ACON_VW <= L; l += ACON_VW) vstore(rf + l, vload(rf + l) + vv);
+      if (l < L) {
+        vstore_part(rf + l, vload_part(rf + l, L - l) + vv, L - l);
+        l = L;
+      }
+    }
+    for (; l < L; ++l) r[l] += v;
+  };
+  if (L <= seg && L <= 1024)
+    for_items(C, C, 1, nthreads, go_parallel(C, N * C * L), [&](i64 c, i64, i64, i64) {
+      for (i64 n = 0; n < N; ++n) add_row(n * C + c);
+    });
+  else
+    for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
+              [&](i64 row, i64, i64, i64) { add_row(row); });
 }
 
 extern "C" {
