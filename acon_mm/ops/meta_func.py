@@ -13,9 +13,9 @@ forward and as many backward: on a CPU that fixed cost is several times the cost
 of ``nn.SiLU`` on a ResNet-50 stage-4 activation. :func:`meta_acon_channel` runs the
 whole layer (pooling, the switch network with its BatchNorms, ACON) in one call of
 the compiled kernel forward and one backward (:mod:`acon_mm.ops.cpu_kernel`): the
-switch network is computed in float64 inside, the pooling's gradient is added to
-``dx`` in a cache-warm pass, and autograd saves only the input plus the small
-switch intermediates. Where the C++ extension (:mod:`acon_mm.ops.cpu_ext`) is built,
+switch network is computed in the input's precision inside (as the modules compute
+it), the pooling's gradient is added to ``dx`` in a cache-warm pass, and autograd saves
+only the input plus the small switch intermediates. Where the C++ extension (:mod:`acon_mm.ops.cpu_ext`) is built,
 the same computation runs as a C++ autograd function; :class:`MetaAconChannelFunction`
 (Python, ctypes) is its fallback.
 
