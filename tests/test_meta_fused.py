@@ -87,10 +87,11 @@ def test_fused_equals_modules(dtype, norm, train):
 
 
 @pytest.mark.parametrize('hw', [(1, 2), (3, 3), (4, 4), (5, 5), (6, 8), (7, 7), (8, 8),
-                                (9, 9), (14, 14)])
+                                (9, 9), (14, 14), (33, 33)])
 def test_fused_row_lengths(hw):
     # pooling and the pooled gradient walk a row in vector pairs, one vector and a
-    # masked tail: row lengths 2 .. 196 take every combination of those (float32)
+    # masked tail: row lengths 2 .. 1089 take every combination of those and both thread splits
+    # of the pooled gradient (rows of one segment, <= 1024, and longer rows; float32)
     torch.manual_seed(sum(hw))
     m = _layer(32, 'AconSwitchBN', torch.float32)
     x = torch.randn(3, 32, *hw) * 2

@@ -13,11 +13,12 @@ Why not ``torch.utils.cpp_extension``: the library needs no torch headers (it is
 called through :mod:`ctypes` with raw pointers), so it compiles in about a second
 with the system C++ compiler instead of the ~30 s that ``torch/extension.h`` takes
 on a small CI machine; it is the fallback of :mod:`acon_mm.ops.cpu_ext`, which
-compiles this same source into C++ autograd functions. Threads come from OpenMP (``libgomp``, the runtime torch's
-wheels use, so both share one pool; the thread count follows
-``torch.get_num_threads()``), vectorisation from GCC/Clang vector extensions (16 floats
-with AVX-512, 8 with AVX2, built with ``-march=native``) with a Cephes-accurate ``expf`` (about 1 ulp); the float64
-entry points (used by ``gradcheck``) are plain loops with ``std::exp``.
+compiles this same source into C++ autograd functions. Threads come from OpenMP
+(``libgomp``, the runtime torch's wheels use, so both share one pool; the thread count
+follows ``torch.get_num_threads()``), vectorisation from GCC/Clang vector extensions (16
+floats with AVX-512, 8 with AVX2, built with ``-march=native``) with a Cephes-accurate
+``expf`` (about 1 ulp); the float64 entry points (used by ``gradcheck``) are plain loops
+with ``std::exp``.
 
 The library is cached under ``$ACON_MM_CACHE_DIR`` (default ``~/.cache/acon_mm``),
 keyed by source, flags, compiler and CPU flags (it is built with

@@ -15,9 +15,9 @@ whole layer (pooling, the switch network with its BatchNorms, ACON) in one call 
 the compiled kernel forward and one backward (:mod:`acon_mm.ops.cpu_kernel`): the
 switch network is computed in the input's precision inside (as the modules compute
 it), the pooling's gradient is added to ``dx`` in a cache-warm pass, and autograd saves
-only the input plus the small switch intermediates. Where the C++ extension (:mod:`acon_mm.ops.cpu_ext`) is built,
-the same computation runs as a C++ autograd function; :class:`MetaAconChannelFunction`
-(Python, ctypes) is its fallback.
+only the input plus the small switch intermediates. Where the C++ extension
+(:mod:`acon_mm.ops.cpu_ext`) is built, the same computation runs as a C++ autograd
+function; :class:`MetaAconChannelFunction` (Python, ctypes) is its fallback.
 
 The fused path is taken only where it computes exactly what the modules compute:
 CPU, float32/float64, plain 1x1 ``nn.Conv2d`` switch convs, norms that are
