@@ -83,6 +83,14 @@ Tensor slice_of(const Tensor& base, i64 offset, at::IntArrayRef sizes) {
   return Tensor(std::move(impl));
 }
 
+// o[:C] = a[:C] - b[:C] (contiguous, same dtype) without a dispatched op.
+template <typename T>
+void difference(const Tensor& a, const Tensor& b, Tensor& o, i64 C) {
+  const T *pa = a.data_ptr<T>(), *pb = b.data_ptr<T>();
+  T* po = o.data_ptr<T>();
+  for (i64 c = 0; c < C; ++c) po[c] = pa[c] - pb[c];
+}
+
 // The gradient of parameter p from out[offset : offset + n]: (C,) or beta-sized, p per
 // channel (or beta-sized) or shared.
 Tensor as_param_grad(const Tensor& out, i64 offset, i64 n, const Tensor& p) {
@@ -229,15 +237,10 @@ struct MetaFn : public torch::autograd::Function<MetaFn> {
     // p1, p2: contiguous (1, C, 1, 1) (checked by meta_channel); d = p1 - p2, q = p2
     Tensor d = at::empty({C}, xc.options());
     Tensor q = slice_of(p2, 0, {C});
-    if (x.scalar_type() == at::kDouble) {
-      const double *a = p1.data_ptr<double>(), *b = p2.data_ptr<double>();
-      double* o = d.data_ptr<double>();
-      for (i64 c = 0; c < C; ++c) o[c] = a[c] - b[c];
-    } else {
-      const float *a = p1.data_ptr<float>(), *b = p2.data_ptr<float>();
-      float* o = d.data_ptr<float>();
-      for (i64 c = 0; c < C; ++c) o[c] = a[c] - b[c];
-    }
+    if (x.scalar_type() == at::kDouble)
+      difference<double>(p1, p2, d, C);
+    else
+      difference<float>(p1, p2, d, C);
     Tensor saved = at::empty({meta_saved_size(N, C, H)}, xc.options().dtype(at::kDouble));
     Tensor beta = at::empty({N * C}, xc.options());
     Tensor y = at::empty_like(xc);

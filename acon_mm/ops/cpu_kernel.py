@@ -258,46 +258,72 @@ inline void seg_fwd<float>(const float* __restrict x, float* __restrict y, i64 l
   }
 }
 
+// The backward of one row (or segment) with a beta constant over it, accumulating (no
+// horizontal sums): va += g x gate, vb += g x, vc += g x u s (1 - s) (times d: the beta
+// term), vt += the beta term of the masked tail.  seg_bwd<float> sums them per segment;
+// bwd_channel_major calls it channel by channel, so the sums over the samples stay in
+// registers and a channel needs one horizontal sum instead of one per row.
+static inline void row_bwd_acc(const float* __restrict go, const float* __restrict x,
+                               float* __restrict dx, i64 len, float d, float q, float b,
+                               vf& va, vf& vb, vf& vc, vf& vt) {
+  const float bd = b * d;
+  i64 l = 0;
+  for (; l + ACON_VW <= len; l += ACON_VW) {
+    vf xv = vload(x + l), gv = vload(go + l);
+    vf z = bd * xv;
+    vf s = vsigmoid(z);
+    vf ss = s - s * s;
+    vf gate = s + z * ss;
+    vstore(dx + l, gv * (d * gate + q));
+    vf gx = gv * xv;
+    va += gx * gate;
+    vb += gx;
+    vc += gx * ((d * xv) * ss);
+  }
+  if (l < len) {
+    const i64 m = len - l;
+    vf xv = vload_part(x + l, m), gv = vload_part(go + l, m);
+    vf u = d * xv;
+    vf s = vsigmoid(b * u);
+    vf ss = s * (1.0f - s);
+    vf gate = s + b * u * ss;
+    vstore_part(dx + l, gv * (d * gate + q), m);
+    vf gx = gv * xv;
+    va += gx * gate;
+    vb += gx;
+    vt += gv * u * u * ss;
+  }
+}
+
 template <>
 inline void seg_bwd<float>(const float* __restrict go, const float* __restrict x,
                            float* __restrict dx, i64 len, float d, float q, float b,
                            const float* __restrict bp, float* __restrict dbp,
                            double* sums) {
   vf va = vbc(0), vb = vbc(0), vc = vbc(0), vt = vbc(0);
+  if (!bp) {  // beta constant over the row (bp and dbp are given together)
+    row_bwd_acc(go, x, dx, len, d, q, b, va, vb, vc, vt);
+    sums[0] = vsum(va);
+    sums[1] = vsum(vb);
+    sums[2] = double(d) * vsum(vc) + vsum(vt);
+    return;
+  }
   i64 l = 0;
-  if (bp) {
-    for (; l + ACON_VW <= len; l += ACON_VW) {
-      vf xv = vload(x + l), gv = vload(go + l), bv = vload(bp + l);
-      vf u = d * xv;
-      vf s = vsigmoid(bv * u);
-      vf ss = s * (1.0f - s);
-      vf gate = s + bv * u * ss;
-      vstore(dx + l, gv * (d * gate + q));
-      vf gx = gv * xv;
-      va += gx * gate;
-      vb += gx;
-      vstore(dbp + l, vload(dbp + l) + gv * u * u * ss);
-    }
-  } else {
-    // vc collects g x u s (1 - s); times d it is the sum of g u^2 s (1 - s)
-    const float bd = b * d;
-    for (; l + ACON_VW <= len; l += ACON_VW) {
-      vf xv = vload(x + l), gv = vload(go + l);
-      vf z = bd * xv;
-      vf s = vsigmoid(z);
-      vf ss = s - s * s;
-      vf gate = s + z * ss;
-      vstore(dx + l, gv * (d * gate + q));
-      vf gx = gv * xv;
-      va += gx * gate;
-      vb += gx;
-      vc += gx * ((d * xv) * ss);
-    }
+  for (; l + ACON_VW <= len; l += ACON_VW) {
+    vf xv = vload(x + l), gv = vload(go + l), bv = vload(bp + l);
+    vf u = d * xv;
+    vf s = vsigmoid(bv * u);
+    vf ss = s * (1.0f - s);
+    vf gate = s + bv * u * ss;
+    vstore(dx + l, gv * (d * gate + q));
+    vf gx = gv * xv;
+    va += gx * gate;
+    vb += gx;
+    vstore(dbp + l, vload(dbp + l) + gv * u * u * ss);
   }
   if (l < len) {  // the tail, zero-filled: the padding lanes add nothing
     const i64 m = len - l;
-    vf xv = vload_part(x + l, m), gv = vload_part(go + l, m);
-    vf bv = bp ? vload_part(bp + l, m) : vbc(b);
+    vf xv = vload_part(x + l, m), gv = vload_part(go + l, m), bv = vload_part(bp + l, m);
     vf u = d * xv;
     vf s = vsigmoid(bv * u);
     vf ss = s * (1.0f - s);
@@ -306,15 +332,11 @@ inline void seg_bwd<float>(const float* __restrict go, const float* __restrict x
     vf gx = gv * xv;
     va += gx * gate;
     vb += gx;
-    vf t = gv * u * u * ss;
-    if (dbp)
-      vstore_part(dbp + l, vload_part(dbp + l, m) + t, m);
-    else
-      vt = t;
+    vstore_part(dbp + l, vload_part(dbp + l, m) + gv * u * u * ss, m);
   }
   sums[0] = vsum(va);
   sums[1] = vsum(vb);
-  sums[2] = dbp ? 0 : double(d) * vsum(vc) + vsum(vt);
+  sums[2] = 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -356,42 +378,6 @@ static inline void for_items(i64 R, i64 C, i64 nseg, int nthreads, bool par, F f
         }
       }
     }
-  }
-}
-
-// One row with a per-row beta, accumulating (no horizontal sums): va += g x gate,
-// vb += g x, vc += g x u s (1 - s) (times d: the beta term), vt += the beta term of
-// the masked tail.  Used channel by channel, so the sums over the samples stay in
-// registers and a channel needs one horizontal sum instead of one per row.
-static inline void row_bwd_acc(const float* __restrict go, const float* __restrict x,
-                               float* __restrict dx, i64 len, float d, float q, float b,
-                               vf& va, vf& vb, vf& vc, vf& vt) {
-  const float bd = b * d;
-  i64 l = 0;
-  for (; l + ACON_VW <= len; l += ACON_VW) {
-    vf xv = vload(x + l), gv = vload(go + l);
-    vf z = bd * xv;
-    vf s = vsigmoid(z);
-    vf ss = s - s * s;
-    vf gate = s + z * ss;
-    vstore(dx + l, gv * (d * gate + q));
-    vf gx = gv * xv;
-    va += gx * gate;
-    vb += gx;
-    vc += gx * ((d * xv) * ss);
-  }
-  if (l < len) {
-    const i64 m = len - l;
-    vf xv = vload_part(x + l, m), gv = vload_part(go + l, m);
-    vf u = d * xv;
-    vf s = vsigmoid(b * u);
-    vf ss = s * (1.0f - s);
-    vf gate = s + b * u * ss;
-    vstore_part(dx + l, gv * (d * gate + q), m);
-    vf gx = gv * xv;
-    va += gx * gate;
-    vb += gx;
-    vt += gv * u * u * ss;
   }
 }
 

@@ -57,15 +57,18 @@ class _NormSpec:
     """How the kernel applies one switch norm (see ``NormSpec`` in the C++ source)."""
     __slots__ = ('mode', 'weight', 'bias', 'rm', 'rv', 'eps', 'factor')
 
+    def __init__(self, mode: int = 0, weight: Optional[Tensor] = None,
+                 bias: Optional[Tensor] = None, eps: float = 0.0):
+        self.mode, self.weight, self.bias, self.eps = mode, weight, bias, eps
+        self.rm = self.rv = None
+        self.factor = 0.0
+
     def args(self) -> tuple:
         return (self.mode, _ptr(self.weight), _ptr(self.bias), _ptr(self.rm),
                 _ptr(self.rv), self.eps, self.factor)
 
 
 _IDENTITY = _NormSpec()  # mode 0 (no norm); never modified
-_IDENTITY.mode, _IDENTITY.weight, _IDENTITY.bias, _IDENTITY.rm, _IDENTITY.rv = 0, None, None, \
-    None, None
-_IDENTITY.eps = _IDENTITY.factor = 0.0
 
 
 def _ok_tensor(t: Optional[Tensor], dtype) -> bool:
@@ -90,16 +93,13 @@ def _norm_spec(norm: nn.Module, is_bn: bool, N: int, dtype) -> Optional[_NormSpe
     """
     if not is_bn:
         return _IDENTITY
-    spec = _NormSpec()
-    spec.rm = spec.rv = None
-    spec.factor = 0.0
     params, buffers = norm._parameters, norm._buffers
     w, b = params.get('weight'), params.get('bias')
     rm, rv = buffers.get('running_mean'), buffers.get('running_var')
     if not (_ok_tensor(w, dtype) and _ok_tensor(b, dtype) and _ok_tensor(rm, dtype)
             and _ok_tensor(rv, dtype)):
         return None
-    spec.weight, spec.bias, spec.eps = w, b, float(norm.eps)
+    spec = _NormSpec(0, w, b, float(norm.eps))
     tracking = norm.track_running_stats and rm is not None
     training = norm.training
     use_batch = training or not tracking
@@ -118,6 +118,16 @@ def _norm_spec(norm: nn.Module, is_bn: bool, N: int, dtype) -> Optional[_NormSpe
         spec.mode = 2
         spec.rm, spec.rv = rm, rv
     return spec
+
+
+def _stats_args(norm: nn.Module, spec: _NormSpec) -> tuple:
+    """``(num_batches_tracked, momentum)`` for the extension, which does :func:`_commit`'s
+    bookkeeping itself (momentum ``None`` passed as -1)."""
+    if spec.rm is None:
+        return None, 0.0
+    momentum = norm.momentum
+    return norm._buffers.get('num_batches_tracked'), \
+        -1.0 if momentum is None else float(momentum)
 
 
 def _commit(norm: nn.Module, spec: _NormSpec) -> None:
@@ -264,7 +274,7 @@ def meta_acon_channel(owner: nn.Module, x: Tensor, p1: Tensor, p2: Tensor, fc1: 
     f1, f2 = fc1._parameters, fc2._parameters
     w1, b1, w2, b2 = f1['weight'], f1.get('bias'), f2['weight'], f2.get('bias')
     for t in (p1, p2, w1, b1, w2, b2):
-        if t is not None and not (t.dtype == dtype and t.is_cpu and t.is_contiguous()):
+        if not _ok_tensor(t, dtype):
             return None
     if p1.numel() != C or p2.numel() != C:
         return None
@@ -278,15 +288,11 @@ def meta_acon_channel(owner: nn.Module, x: Tensor, p1: Tensor, p2: Tensor, fc1: 
     ext = load_cpu_ext()
     if ext is not None:  # the same function in C++ (no Python autograd overhead)
         # factor -1: the extension does _commit's bookkeeping itself
-        nbt1 = bn1._buffers.get('num_batches_tracked') if n1.rm is not None else None
-        nbt2 = bn2._buffers.get('num_batches_tracked') if n2.rm is not None else None
-        m1 = bn1.momentum if n1.rm is not None else 0.0
-        m2 = bn2.momentum if n2.rm is not None else 0.0
+        nbt1, m1 = _stats_args(bn1, n1)
+        nbt2, m2 = _stats_args(bn2, n2)
         return ext.meta_channel(x, p1, p2, w1, b1, n1.weight, n1.bias, w2, b2, n2.weight,
                                 n2.bias, n1.rm, n1.rv, n2.rm, n2.rv, n1.mode, n1.eps, -1.0,
-                                n2.mode, n2.eps, -1.0, nbt1, nbt2,
-                                -1.0 if m1 is None else float(m1),
-                                -1.0 if m2 is None else float(m2))
+                                n2.mode, n2.eps, -1.0, nbt1, nbt2, m1, m2)
     _commit(bn1, n1)
     _commit(bn2, n2)
     return MetaAconChannelFunction.apply(x, p1, p2, w1, b1, n1.weight, n1.bias, w2, b2,
