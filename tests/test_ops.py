@@ -93,6 +93,36 @@ def test_fused_matches_naive_float32(layout, beta_name):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=f'grad of {name}')
 
 
+@pytest.mark.skipif(not HAS_CXX, reason='no C++ compiler on this machine')
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('beta_name', ['scalar', 'channel', 'sample_channel'])
+@pytest.mark.parametrize('hw', [(4, 4), (1, 17), (7, 7), (9, 7), (14, 14), (15, 17)])
+def test_short_rows_flat_layout(hw, beta_name, threads):
+    # float32 rows of 16 <= L < 256 values, L not a multiple of 16, are walked as one flat
+    # array of vectors (a vector spans two rows: blended parameters, split sums); 101
+    # channels and enough values for two threads put a thread boundary inside a vector
+    # (16 = 4 x 4 keeps the row layout). Reference: the naive formula in float64.
+    shape = (6, 101) + hw
+    bshape = {'scalar': (1, 1, 1, 1), 'channel': (1, 101, 1, 1),
+              'sample_channel': (6, 101, 1, 1)}[beta_name]
+    x, p1, p2, beta = _make(bshape, 'both', torch.float32, shape=shape, seed=sum(hw))
+    gout = torch.randn(shape)
+    args64 = [t.detach().double() for t in (x, p1, p2, beta)]
+    y0, g0 = _fwd_bwd(acon_naive, args64, gout.double())
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with acon_impl('fused'):
+            y1, g1 = _fwd_bwd(acon, (x, p1, p2, beta), gout)
+    finally:
+        torch.set_num_threads(n)
+    assert acon_backend(x) == 'cpu'
+    torch.testing.assert_close(y1.double(), y0, rtol=1e-5, atol=1e-5)
+    for name, a, b in zip(('x', 'p1', 'p2', 'beta'), g1, g0):
+        # parameter gradients are sums over up to 6 x 255 values (float32 partial sums)
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-3, msg=f'grad of {name}')
+
+
 LAYERS = {
     'AconA': lambda: AconA(8),
     'AconB': lambda: AconB(8),

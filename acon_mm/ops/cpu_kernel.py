@@ -428,9 +428,199 @@ inline bool bwd_channel_major<float>(const float* go, const float* x, float* dx,
   return true;
 }
 
+// Flat layout for short rows (float32): rows of L elements, ACON_VW <= L < 256 and
+// L not a multiple of the vector width (7x7 = 49 = 3 x 16 + 1), are walked as one
+// contiguous array of vectors instead of row by row, so no lanes are wasted on each
+// row's tail (a 7x7 row otherwise costs four vectors' work for 49 values, 31% more).
+// A vector spans at most two rows: its lanes from k on take the next row's
+// parameters (a blend), and in backward its contributions are split between the two
+// rows' sums with the same lane mask.  Each thread takes whole rows [r0, r1) (the
+// split of the pooling and of the row-split passes), so every row's sums are made by
+// one thread in a fixed order.
+static inline bool flat_rows(i64 L) {
+  return L >= ACON_VW && L < 256 && L % ACON_VW != 0;
+}
+
+// Calls f(r0, r1) once per thread with its share of R rows.
+template <typename F>
+static inline void for_ranges(i64 R, int nthreads, bool par, F f) {
+#pragma omp parallel num_threads(nthreads) if (par)
+  {
+    i64 nt = 1, id = 0;
+#ifdef _OPENMP
+    nt = omp_get_num_threads();
+    id = omp_get_thread_num();
+#endif
+    const i64 r0 = R * id / nt, r1 = R * (id + 1) / nt;
+    if (r0 < r1) f(r0, r1);
+  }
+}
+
+// The parameters of one row as vectors: d, q and beta * d.
+struct RowParams {
+  vf d, q, bd;
+  float ds;
+};
+
+static inline RowParams row_params(const float* d, const float* q, const float* beta,
+                                   i64 n, i64 c, i64 bsn, i64 bsc) {
+  const float dc = d[c];
+  return {vbc(dc), vbc(q[c]), vbc(beta[n * bsn + c * bsc] * dc), dc};
+}
+
+static inline vi lane_index() {
+#if defined(__AVX512F__)
+  return (vi){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+#else
+  return (vi){0, 1, 2, 3, 4, 5, 6, 7};
+#endif
+}
+
+static void flat_fwd(const float* x, float* y, const float* d, const float* q,
+                     const float* beta, i64 N, i64 C, i64 L, i64 bsn, i64 bsc,
+                     int nthreads) {
+  for_ranges(N * C, nthreads, go_parallel(N * C, N * C * L), [&](i64 r0, i64 r1) {
+    const vi lane = lane_index();
+    i64 n = r0 / C, c = r0 % C;
+    i64 e = r0 * L, rowend = e + L;
+    const i64 end = r1 * L;
+    RowParams cur = row_params(d, q, beta, n, c, bsn, bsc);
+    while (e < end) {
+      const i64 m = std::min<i64>(ACON_VW, end - e), k = rowend - e;
+      vf dv = cur.d, qv = cur.q, bv = cur.bd;
+      if (k <= m) {  // the row ends in this vector: lanes from k on are the next row's
+        if (++c == C) {
+          c = 0;
+          ++n;
+        }
+        rowend += L;
+        if (rowend - L < end) {
+          cur = row_params(d, q, beta, n, c, bsn, bsc);
+          const vi hi = lane >= (int32_t)k;
+          dv = hi ? cur.d : dv;
+          qv = hi ? cur.q : qv;
+          bv = hi ? cur.bd : bv;
+        }
+      }
+      const vf xv = m == ACON_VW ? vload(x + e) : vload_part(x + e, m);
+      const vf r = (dv * xv) * vsigmoid(bv * xv) + qv * xv;
+      if (m == ACON_VW)
+        vstore(y + e, r);
+      else
+        vstore_part(y + e, r, m);
+      e += ACON_VW;
+    }
+  });
+}
+
+// sums: (N, C, 3) doubles, per row the sums of g x gate, g x and g u^2 s (1 - s).
+static void flat_bwd(const float* go, const float* x, float* dx, const float* d,
+                     const float* q, const float* beta, i64 N, i64 C, i64 L, i64 bsn,
+                     i64 bsc, double* sums, int nthreads) {
+  for_ranges(N * C, nthreads, go_parallel(N * C, N * C * L), [&](i64 r0, i64 r1) {
+    const vi lane = lane_index();
+    const vf zero = vbc(0);
+    i64 n = r0 / C, c = r0 % C, row = r0;
+    i64 e = r0 * L, rowend = e + L;
+    const i64 end = r1 * L;
+    RowParams cur = row_params(d, q, beta, n, c, bsn, bsc);
+    vf va = zero, vb = zero, vc = zero;  // the current row's partial sums
+    auto flush = [&](float ds) {  // vc holds g x^2 s (1 - s): times d^2
+      sums[3 * row] = vsum(va);
+      sums[3 * row + 1] = vsum(vb);
+      sums[3 * row + 2] = double(ds) * ds * vsum(vc);
+      ++row;
+    };
+    while (e < end) {
+      const i64 m = std::min<i64>(ACON_VW, end - e), k = rowend - e;
+      const bool last = k <= m;  // the row ends in this vector
+      const float ds = cur.ds;
+      vf dv = cur.d, qv = cur.q, bv = cur.bd;
+      vi hi = lane < 0;  // all false
+      if (last) {
+        if (++c == C) {
+          c = 0;
+          ++n;
+        }
+        rowend += L;
+        if (k < m) {  // and the next one starts in it
+          cur = row_params(d, q, beta, n, c, bsn, bsc);
+          hi = lane >= (int32_t)k;
+          dv = hi ? cur.d : dv;
+          qv = hi ? cur.q : qv;
+          bv = hi ? cur.bd : bv;
+        } else if (rowend - L < end) {
+          cur = row_params(d, q, beta, n, c, bsn, bsc);
+        }
+      }
+      vf xv, gv;
+      if (m == ACON_VW) {
+        xv = vload(x + e);
+        gv = vload(go + e);
+      } else {  // zero-filled: the padding lanes add nothing
+        xv = vload_part(x + e, m);
+        gv = vload_part(go + e, m);
+      }
+      const vf z = bv * xv;
+      const vf s = vsigmoid(z);
+      const vf ss = s - s * s;
+      const vf gate = s + z * ss;
+      const vf r = gv * (dv * gate + qv);
+      if (m == ACON_VW)
+        vstore(dx + e, r);
+      else
+        vstore_part(dx + e, r, m);
+      const vf gx = gv * xv;
+      const vf ca = gx * gate, cc = gx * (xv * ss);
+      if (!last) {
+        va += ca;
+        vb += gx;
+        vc += cc;
+      } else {
+        va += hi ? zero : ca;
+        vb += hi ? zero : gx;
+        vc += hi ? zero : cc;
+        flush(ds);
+        va = hi ? ca : zero;
+        vb = hi ? gx : zero;
+        vc = hi ? cc : zero;
+      }
+      e += ACON_VW;
+    }
+  });
+}
+
+// float32 only (the double kernels keep the row layout)
+template <typename T>
+static inline bool flat_fwd_t(const T*, T*, const T*, const T*, const T*, i64, i64, i64,
+                              i64, i64, int) {
+  return false;
+}
+template <>
+inline bool flat_fwd_t<float>(const float* x, float* y, const float* d, const float* q,
+                              const float* beta, i64 N, i64 C, i64 L, i64 bsn, i64 bsc,
+                              int nthreads) {
+  flat_fwd(x, y, d, q, beta, N, C, L, bsn, bsc, nthreads);
+  return true;
+}
+template <typename T>
+static inline bool flat_bwd_t(const T*, const T*, T*, const T*, const T*, const T*, i64, i64,
+                              i64, i64, i64, double*, int) {
+  return false;
+}
+template <>
+inline bool flat_bwd_t<float>(const float* go, const float* x, float* dx, const float* d,
+                              const float* q, const float* beta, i64 N, i64 C, i64 L,
+                              i64 bsn, i64 bsc, double* sums, int nthreads) {
+  flat_bwd(go, x, dx, d, q, beta, N, C, L, bsn, bsc, sums, nthreads);
+  return true;
+}
+
 template <typename T>
 static void acon_fwd(const T* x, T* y, const T* d, const T* q, const T* beta, i64 N, i64 C,
                      i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, int nthreads) {
+  if (!bsl && flat_rows(L) && flat_fwd_t(x, y, d, q, beta, N, C, L, bsn, bsc, nthreads))
+    return;
   const i64 nseg = std::max<i64>(1, (L + seg - 1) / seg);
   for_items(N * C, C, nseg, nthreads, go_parallel(N * C * nseg, N * C * L),
             [&](i64 row, i64 n, i64 c, i64 k) {
@@ -452,7 +642,8 @@ static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, con
                      i64 N, i64 C, i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, double* sums,
                      T* dbeta_pix, T* dp1, T* dp2, T* dbeta, int nthreads) {
   const i64 nseg = std::max<i64>(1, (L + seg - 1) / seg);
-  if (!bsl && nseg == 1 && dp1 && dp2) {
+  const bool flat = !bsl && flat_rows(L) && sizeof(T) == 4;
+  if (!bsl && nseg == 1 && dp1 && dp2 && !flat) {
     // per row (bsn != 0) or per channel; reduced to beta's layout below
     std::vector<double> dbacc(bsn ? N * C : C, 0.0);
     if (bwd_channel_major<T>(go, x, dx, d, q, beta, N, C, L, bsn, bsc, sums, dp1, dp2,
@@ -481,7 +672,9 @@ static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, con
     scratch.assign(N * C * nseg * 3, 0.0);
     part = scratch.data();
   }
-  if (!bsl) {
+  if (flat) {  // nseg == 1: the sums per row directly
+    flat_bwd_t<T>(go, x, dx, d, q, beta, N, C, L, bsn, bsc, sums, nthreads);
+  } else if (!bsl) {
     for_items(N * C, C, nseg, nthreads, go_parallel(N * C * nseg, N * C * L),
               [&](i64 row, i64 n, i64 c, i64 k) {
                 const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
@@ -810,8 +1003,8 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
   }
   for (i64 i = 0; i < N * C; ++i) dm[i] /= T(L);
   // the pooling's gradient: dx += dm / L, one (cache-warm) pass, split over the threads
-  // as the ACON pass was (by channel for rows of one segment, see bwd_channel_major),
-  // so each thread adds to the rows still in its own cache
+  // as the ACON pass was (by channel for rows of one segment, see bwd_channel_major; by
+  // rows for the flat layout), so each thread adds to the rows still in its own cache
   auto add_row = [&](i64 row) {
     T* r = dx + row * L;
     const T v = dm[row];
@@ -827,7 +1020,7 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
     }
     for (; l < L; ++l) r[l] += v;
   };
-  if (L <= seg && L <= 1024)
+  if (L <= seg && L <= 1024 && !(flat_rows(L) && sizeof(T) == 4))
     for_items(C, C, 1, nthreads, go_parallel(C, N * C * L), [&](i64 c, i64, i64, i64) {
       for (i64 n = 0; n < N; ++n) add_row(n * C + c);
     });
