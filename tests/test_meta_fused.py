@@ -98,6 +98,23 @@ def test_fused_row_lengths(hw):
     _compare(m, x, True, torch.float32)
 
 
+@pytest.mark.parametrize('threads', [1, 2])
+@pytest.mark.parametrize('hw', [(7, 7), (14, 14)])
+def test_fused_flat_rows_threads(hw, threads):
+    # float32 rows of 49 and 196 values take the flat layout (ACON passes and the pooled
+    # gradient); 7 x 97 rows and enough values for two threads put the thread boundary
+    # inside a vector
+    torch.manual_seed(hw[0])
+    m = _layer(97, 'AconSwitchBN', torch.float32, r=16)
+    x = torch.randn(7, 97, *hw) * 2
+    n = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _compare(m, x, True, torch.float32)
+    finally:
+        torch.set_num_threads(n)
+
+
 def test_running_statistics_follow_batchnorm():
     m = _layer(16, 'AconSwitchBN', torch.float64)
     ref = copy.deepcopy(m)

@@ -590,6 +590,57 @@ static void flat_bwd(const float* go, const float* x, float* dx, const float* d,
   });
 }
 
+// dx[row, :] += v[row] for rows of the flat layout (meta-ACON's pooled gradient), with
+// flat_bwd's split of the rows over the threads.
+static void flat_add_rows(float* dx, const float* v, i64 R, i64 L, int nthreads) {
+  for_ranges(R, nthreads, go_parallel(R, R * L), [&](i64 r0, i64 r1) {
+    const vi lane = lane_index();
+    i64 row = r0, e = r0 * L, rowend = e + L;
+    const i64 end = r1 * L;
+    while (e < end) {
+      const i64 m = std::min<i64>(ACON_VW, end - e), k = rowend - e;
+      vf vv = vbc(v[row]);
+      if (k <= m) {
+        ++row;
+        rowend += L;
+        if (k < m) vv = lane >= (int32_t)k ? vbc(v[row]) : vv;
+      }
+      if (m == ACON_VW)
+        vstore(dx + e, vload(dx + e) + vv);
+      else
+        vstore_part(dx + e, vload_part(dx + e, m) + vv, m);
+      e += ACON_VW;
+    }
+  });
+}
+
+// m[row] = mean of x[row, :L] for rows of the flat layout (meta-ACON's pooling), with
+// flat_fwd's split of the rows over the threads.
+static void flat_row_means(const float* x, float* mean, i64 R, i64 L, int nthreads) {
+  for_ranges(R, nthreads, go_parallel(R, R * L), [&](i64 r0, i64 r1) {
+    const vi lane = lane_index();
+    const vf zero = vbc(0);
+    i64 row = r0, e = r0 * L, rowend = e + L;
+    const i64 end = r1 * L;
+    vf acc = zero;
+    while (e < end) {
+      const i64 m = std::min<i64>(ACON_VW, end - e), k = rowend - e;
+      const vf xv = m == ACON_VW ? vload(x + e) : vload_part(x + e, m);
+      if (k <= m) {  // the row ends in this vector
+        const vi hi = lane >= (int32_t)k;
+        acc += hi ? zero : xv;
+        mean[row] = float(double(vsum(acc)) / L);
+        acc = hi ? xv : zero;
+        ++row;
+        rowend += L;
+      } else {
+        acc += xv;
+      }
+      e += ACON_VW;
+    }
+  });
+}
+
 // float32 only (the double kernels keep the row layout)
 template <typename T>
 static inline bool flat_fwd_t(const T*, T*, const T*, const T*, const T*, i64, i64, i64,
@@ -789,6 +840,63 @@ static inline float dot(const float* a, const float* b, i64 n) {
   return vsum(s0 + s1);
 }
 
+// out[:K] = sum_{i < n} coef[i * cs] rows[i, :K] (rows: (n, K) contiguous): a small
+// matrix product as a sum of scaled rows, the accumulators of a tile of up to four
+// vectors in registers (two sets, even and odd i, so the adds do not wait on each
+// other) and stored once.  Generic (float64) version first.
+template <typename T>
+static inline void comb_rows(T* out, const T* coef, i64 cs, const T* rows, i64 n, i64 K) {
+  for (i64 k = 0; k < K; ++k) out[k] = T(0);
+  for (i64 i = 0; i < n; ++i) {
+    const T c = coef[i * cs];
+    const T* r = rows + i * K;
+    for (i64 k = 0; k < K; ++k) out[k] += c * r[k];
+  }
+}
+
+template <int W>
+static inline void comb_tile(float* out, const float* coef, i64 cs, const float* rows, i64 n,
+                             i64 K, i64 k0) {
+  vf a[W], b[W];
+  for (int t = 0; t < W; ++t) a[t] = b[t] = vbc(0);
+  i64 i = 0;
+  for (; i + 2 <= n; i += 2) {
+    const vf c0 = vbc(coef[i * cs]), c1 = vbc(coef[(i + 1) * cs]);
+    const float* r0 = rows + i * K + k0;
+    const float* r1 = r0 + K;
+    for (int t = 0; t < W; ++t) {
+      a[t] += c0 * vload(r0 + t * ACON_VW);
+      b[t] += c1 * vload(r1 + t * ACON_VW);
+    }
+  }
+  if (i < n) {
+    const vf c0 = vbc(coef[i * cs]);
+    const float* r0 = rows + i * K + k0;
+    for (int t = 0; t < W; ++t) a[t] += c0 * vload(r0 + t * ACON_VW);
+  }
+  for (int t = 0; t < W; ++t) vstore(out + k0 + t * ACON_VW, a[t] + b[t]);
+}
+
+static inline void comb_rows(float* out, const float* coef, i64 cs, const float* rows, i64 n,
+                             i64 K) {
+  i64 k0 = 0;
+  for (; k0 + 4 * ACON_VW <= K; k0 += 4 * ACON_VW) comb_tile<4>(out, coef, cs, rows, n, K, k0);
+  if (k0 + 2 * ACON_VW <= K) {
+    comb_tile<2>(out, coef, cs, rows, n, K, k0);
+    k0 += 2 * ACON_VW;
+  }
+  if (k0 + ACON_VW <= K) {
+    comb_tile<1>(out, coef, cs, rows, n, K, k0);
+    k0 += ACON_VW;
+  }
+  if (k0 < K) {  // the last K - k0 < ACON_VW columns, masked
+    const i64 m = K - k0;
+    vf a = vbc(0);
+    for (i64 i = 0; i < n; ++i) a += vbc(coef[i * cs]) * vload_part(rows + i * K + k0, m);
+    vstore_part(out + k0, a, m);
+  }
+}
+
 // v: (N, K) in, out: (N, K), hn: (N, K) normalised values, inv: (K,) 1 / std.
 // Loops run over k innermost (contiguous).
 template <typename T>
@@ -890,7 +998,10 @@ static void meta_fwd(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d, c
   T* zn2 = hn1 + N * H;
   T* inv1 = zn2 + N * C;
   T* inv2 = inv1 + H;
-  // global average pooling, one row per item
+  // global average pooling, one row per item (or flat, see flat_rows)
+  if (flat_rows(L) && sizeof(T) == 4) {
+    flat_row_means((const float*)x, (float*)m, N * C, L, nthreads);
+  } else {
   for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
             [&](i64 row, i64, i64, i64) {
               const T* xr = x + row * L;
@@ -916,6 +1027,7 @@ static void meta_fwd(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d, c
               for (; l < L; ++l) acc += xr[l];
               m[row] = T(acc / L);
             });
+  }
   // The small products: dot products of contiguous rows (vectorised, independent
   // partial sums).
   std::vector<T> h(N * H), z(N * C), zz(N * C);
@@ -962,49 +1074,29 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
   }
   norm_bwd<T>(n2, g.data(), zn2, inv2, N, C, dz.data(), n2.mode ? dn2w : nullptr,
               n2.mode ? dn2b : nullptr);
-  // Loop orders keep every accumulator in L1 (each output row is finished before the
-  // next one starts); the innermost loops are contiguous and free of reductions, so
-  // they vectorise.
+  // dW2[c, :] = sum_n dz[n, c] a[n, :], da[n, :] = sum_c dz[n, c] W2[c, :], and the same
+  // for fc1: sums of scaled rows (comb_rows), each output row finished in registers
   for (i64 c = 0; c < C; ++c) {
-    T* __restrict accr = dw2 + c * H;  // dW2[c, :] = sum_n dz[n, c] a[n, :]
-    for (i64 j = 0; j < H; ++j) accr[j] = T(0);
-    const T* __restrict wr = w2 + c * H;
+    comb_rows(dw2 + c * H, dz.data() + c, C, a, N, H);
     T sb = 0;
-    for (i64 n = 0; n < N; ++n) {
-      const T dzv = dz[n * C + c];
-      const T* __restrict ar = a + n * H;
-      T* __restrict dar = da.data() + n * H;  // da[n, :] += dz[n, c] W2[c, :]
-      sb += dzv;
-      for (i64 j = 0; j < H; ++j) {
-        accr[j] += dzv * ar[j];
-        dar[j] += dzv * wr[j];
-      }
-    }
+    for (i64 n = 0; n < N; ++n) sb += dz[n * C + c];
     db2[c] = sb;
   }
+  for (i64 n = 0; n < N; ++n) comb_rows(da.data() + n * H, dz.data() + n * C, 1, w2, C, H);
   norm_bwd<T>(n1, da.data(), hn1, inv1, N, H, dh.data(), n1.mode ? dn1w : nullptr,
               n1.mode ? dn1b : nullptr);
   for (i64 j = 0; j < H; ++j) {
-    T* __restrict accr = dw1 + j * C;  // dW1[j, :] = sum_n dh[n, j] m[n, :]
-    for (i64 c = 0; c < C; ++c) accr[c] = T(0);
-    const T* __restrict wr = w1 + j * C;
+    comb_rows(dw1 + j * C, dh.data() + j, H, m, N, C);
     T sb = 0;
-    for (i64 n = 0; n < N; ++n) {
-      const T dhv = dh[n * H + j];
-      const T* __restrict mr = m + n * C;
-      T* __restrict dmr = dm.data() + n * C;  // dm[n, :] += dh[n, j] W1[j, :]
-      sb += dhv;
-      for (i64 c = 0; c < C; ++c) {
-        accr[c] += dhv * mr[c];
-        dmr[c] += dhv * wr[c];
-      }
-    }
+    for (i64 n = 0; n < N; ++n) sb += dh[n * H + j];
     db1[j] = sb;
   }
+  for (i64 n = 0; n < N; ++n) comb_rows(dm.data() + n * C, dh.data() + n * H, 1, w1, H, C);
   for (i64 i = 0; i < N * C; ++i) dm[i] /= T(L);
   // the pooling's gradient: dx += dm / L, one (cache-warm) pass, split over the threads
   // as the ACON pass was (by channel for rows of one segment, see bwd_channel_major; by
-  // rows for the flat layout), so each thread adds to the rows still in its own cache
+  // rows, walked flat, for the flat layout), so each thread adds to the rows still in its
+  // own cache
   auto add_row = [&](i64 row) {
     T* r = dx + row * L;
     const T v = dm[row];
@@ -1020,7 +1112,9 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
     }
     for (; l < L; ++l) r[l] += v;
   };
-  if (L <= seg && L <= 1024 && !(flat_rows(L) && sizeof(T) == 4))
+  if (flat_rows(L) && sizeof(T) == 4)
+    flat_add_rows((float*)dx, (const float*)dm.data(), N * C, L, nthreads);
+  else if (L <= seg && L <= 1024)
     for_items(C, C, 1, nthreads, go_parallel(C, N * C * L), [&](i64 c, i64, i64, i64) {
       for (i64 n = 0; n < N; ++n) add_row(n * C + c);
     });
