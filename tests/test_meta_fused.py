@@ -87,11 +87,12 @@ def test_fused_equals_modules(dtype, norm, train):
 
 
 @pytest.mark.parametrize('hw', [(1, 2), (3, 3), (4, 4), (5, 5), (6, 8), (7, 7), (8, 8),
-                                (9, 9), (14, 14), (33, 33)])
+                                (9, 9), (14, 14), (28, 28), (33, 33)])
 def test_fused_row_lengths(hw):
     # pooling and the pooled gradient walk a row in vector pairs, one vector and a
     # masked tail: row lengths 2 .. 1089 take every combination of those and both thread splits
-    # of the pooled gradient (rows of one segment, <= 1024, and longer rows; float32)
+    # of the pooled gradient (by channel for rows <= 512, flat for short rows, by row for longer
+    # rows; float32)
     torch.manual_seed(sum(hw))
     m = _layer(32, 'AconSwitchBN', torch.float32)
     x = torch.randn(3, 32, *hw) * 2

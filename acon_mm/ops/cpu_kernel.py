@@ -398,7 +398,10 @@ inline bool bwd_channel_major<float>(const float* go, const float* x, float* dx,
                                      i64 N, i64 C, i64 L, i64 bsn, i64 bsc, double* sums,
                                      float* dp1, float* dp2, double* dbeta_acc,
                                      int nthreads) {
-  if (!dp1 || !dp2 || L > 1024) return false;
+  // Longer rows go row-major: a channel's rows lie N * C * L apart, so channel order
+  // restarts the hardware prefetcher at every row; measured on 8x128x28x28 (rows of
+  // 784), row order with a horizontal sum per row is 0.1-0.2x SiLU faster.
+  if (!dp1 || !dp2 || L > 512) return false;
   for_items(C, C, 1, nthreads, go_parallel(C, N * C * L), [&](i64 c, i64, i64, i64) {
     const vf zero = vbc(0);
     vf va = zero, vb = zero, vc = zero, vt = zero;
@@ -1114,7 +1117,7 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
   };
   if (flat_rows(L) && sizeof(T) == 4)
     flat_add_rows((float*)dx, (const float*)dm.data(), N * C, L, nthreads);
-  else if (L <= seg && L <= 1024)
+  else if (L <= seg && L <= 512)
     for_items(C, C, 1, nthreads, go_parallel(C, N * C * L), [&](i64 c, i64, i64, i64) {
       for (i64 n = 0; n < N; ++n) add_row(n * C + c);
     });
