@@ -9,6 +9,10 @@ The kernels compute, for an input viewed as ``(N, C, L)`` (``L`` = H*W),
   ``sum g_out u^2 s (1 - s)`` (or, for a per-pixel beta, the per-(sample, pixel)
   sum over channels of the last term) from which the parameter gradients follow.
 
+float32 rows are walked row by row (longer rows in segments), except rows of
+16 <= L < 256 values that are not a multiple of the vector width (7x7, 14x14), which
+are walked as one flat array of vectors (see ``flat_rows`` in the source).
+
 Why not ``torch.utils.cpp_extension``: the library needs no torch headers (it is
 called through :mod:`ctypes` with raw pointers), so it compiles in about a second
 with the system C++ compiler instead of the ~30 s that ``torch/extension.h`` takes
@@ -1013,31 +1017,31 @@ static void meta_fwd(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d, c
   if (flat_rows(L) && sizeof(T) == 4) {
     flat_row_means((const float*)x, (float*)m, N * C, L, nthreads);
   } else {
-  for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
-            [&](i64 row, i64, i64, i64) {
-              const T* xr = x + row * L;
-              double acc = 0;
-              i64 l = 0;
-              if (sizeof(T) == 4) {
-                vf v0 = vbc(0), v1 = vbc(0);
-                const float* xf = (const float*)xr;
-                for (; l + 2 * ACON_VW <= L; l += 2 * ACON_VW) {
-                  v0 += vload(xf + l);
-                  v1 += vload(xf + l + ACON_VW);
+    for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
+              [&](i64 row, i64, i64, i64) {
+                const T* xr = x + row * L;
+                double acc = 0;
+                i64 l = 0;
+                if (sizeof(T) == 4) {
+                  vf v0 = vbc(0), v1 = vbc(0);
+                  const float* xf = (const float*)xr;
+                  for (; l + 2 * ACON_VW <= L; l += 2 * ACON_VW) {
+                    v0 += vload(xf + l);
+                    v1 += vload(xf + l + ACON_VW);
+                  }
+                  if (l + ACON_VW <= L) {
+                    v0 += vload(xf + l);
+                    l += ACON_VW;
+                  }
+                  if (l < L) {  // the tail as one masked vector
+                    v1 += vload_part(xf + l, L - l);
+                    l = L;
+                  }
+                  acc = vsum(v0 + v1);
                 }
-                if (l + ACON_VW <= L) {
-                  v0 += vload(xf + l);
-                  l += ACON_VW;
-                }
-                if (l < L) {  // the tail as one masked vector (7x7 rows: 49 = 3 x 16 + 1)
-                  v1 += vload_part(xf + l, L - l);
-                  l = L;
-                }
-                acc = vsum(v0 + v1);
-              }
-              for (; l < L; ++l) acc += xr[l];
-              m[row] = T(acc / L);
-            });
+                for (; l < L; ++l) acc += xr[l];
+                m[row] = T(acc / L);
+              });
   }
   // The small products: dot products of contiguous rows (vectorised, independent
   // partial sums).
