@@ -262,6 +262,21 @@ inline void seg_fwd<float>(const float* __restrict x, float* __restrict y, i64 l
   }
 }
 
+// One vector of the backward with beta given per lane (u = d x, s = sigmoid(beta u)):
+// returns dx and sets gate = s + beta u s (1 - s), gx = g x and the beta term
+// bt = g u^2 s (1 - s).  Zero-filled padding lanes give zeros.
+__attribute__((always_inline)) static inline vf bwd_lanes(vf xv, vf gv, vf bv, float d,
+                                                          float q, vf& gate, vf& gx,
+                                                          vf& bt) {
+  const vf u = d * xv;
+  const vf s = vsigmoid(bv * u);
+  const vf ss = s * (1.0f - s);
+  gate = s + bv * u * ss;
+  gx = gv * xv;
+  bt = gv * u * u * ss;
+  return gv * (d * gate + q);
+}
+
 // The backward of one row (or segment) with a beta constant over it, accumulating (no
 // horizontal sums): va += g x gate, vb += g x, vc += g x u s (1 - s) (times d: the beta
 // term), vt += the beta term of the masked tail.  seg_bwd<float> sums them per segment;
@@ -290,16 +305,14 @@ __attribute__((always_inline)) static inline void row_bwd_acc(
   }
   if (l < len) {
     const i64 m = len - l;
-    vf xv = vload_part(x + l, m), gv = vload_part(go + l, m);
-    vf u = d * xv;
-    vf s = vsigmoid(b * u);
-    vf ss = s * (1.0f - s);
-    vf gate = s + b * u * ss;
-    vstore_part(dx + l, gv * (d * gate + q), m);
-    vf gx = gv * xv;
+    vf gate, gx, bt;
+    vstore_part(dx + l,
+                bwd_lanes(vload_part(x + l, m), vload_part(go + l, m), vbc(b), d, q, gate,
+                          gx, bt),
+                m);
     va += gx * gate;
     vb += gx;
-    vt += gv * u * u * ss;
+    vt += bt;
   }
   va_out = va;
   vb_out = vb;
@@ -321,30 +334,23 @@ inline void seg_bwd<float>(const float* __restrict go, const float* __restrict x
     return;
   }
   i64 l = 0;
+  vf gate, gx, bt;
   for (; l + ACON_VW <= len; l += ACON_VW) {
-    vf xv = vload(x + l), gv = vload(go + l), bv = vload(bp + l);
-    vf u = d * xv;
-    vf s = vsigmoid(bv * u);
-    vf ss = s * (1.0f - s);
-    vf gate = s + bv * u * ss;
-    vstore(dx + l, gv * (d * gate + q));
-    vf gx = gv * xv;
+    vstore(dx + l,
+           bwd_lanes(vload(x + l), vload(go + l), vload(bp + l), d, q, gate, gx, bt));
     va += gx * gate;
     vb += gx;
-    vstore(dbp + l, vload(dbp + l) + gv * u * u * ss);
+    vstore(dbp + l, vload(dbp + l) + bt);
   }
   if (l < len) {  // the tail, zero-filled: the padding lanes add nothing
     const i64 m = len - l;
-    vf xv = vload_part(x + l, m), gv = vload_part(go + l, m), bv = vload_part(bp + l, m);
-    vf u = d * xv;
-    vf s = vsigmoid(bv * u);
-    vf ss = s * (1.0f - s);
-    vf gate = s + bv * u * ss;
-    vstore_part(dx + l, gv * (d * gate + q), m);
-    vf gx = gv * xv;
+    vstore_part(dx + l,
+                bwd_lanes(vload_part(x + l, m), vload_part(go + l, m), vload_part(bp + l, m),
+                          d, q, gate, gx, bt),
+                m);
     va += gx * gate;
     vb += gx;
-    vstore_part(dbp + l, vload_part(dbp + l, m) + gv * u * u * ss, m);
+    vstore_part(dbp + l, vload_part(dbp + l, m) + bt, m);
   }
   sums[0] = vsum(va);
   sums[1] = vsum(vb);
@@ -454,6 +460,12 @@ inline bool bwd_channel_major<float>(const float* go, const float* x, float* dx,
 // one thread in a fixed order.
 static inline bool flat_rows(i64 L) {
   return L >= ACON_VW && L < 256 && L % ACON_VW != 0;
+}
+
+// ... for the element type T (the flat kernels are float32 only)
+template <typename T>
+static inline bool flat_layout(i64 L) {
+  return sizeof(T) == 4 && flat_rows(L);
 }
 
 // Calls f(r0, r1) once per thread with its share of R rows.
@@ -708,7 +720,7 @@ static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, con
                      i64 N, i64 C, i64 L, i64 bsn, i64 bsc, i64 bsl, i64 seg, double* sums,
                      T* dbeta_pix, T* dp1, T* dp2, T* dbeta, int nthreads) {
   const i64 nseg = std::max<i64>(1, (L + seg - 1) / seg);
-  const bool flat = !bsl && flat_rows(L) && sizeof(T) == 4;
+  const bool flat = !bsl && flat_layout<T>(L);
   if (!bsl && nseg == 1 && dp1 && dp2 && !flat) {
     // per row (bsn != 0) or per channel; reduced to beta's layout below
     std::vector<double> dbacc(bsn ? N * C : C, 0.0);
@@ -1014,7 +1026,7 @@ static void meta_fwd(const T* x, T* y, i64 N, i64 C, i64 L, i64 H, const T* d, c
   T* inv1 = zn2 + N * C;
   T* inv2 = inv1 + H;
   // global average pooling, one row per item (or flat, see flat_rows)
-  if (flat_rows(L) && sizeof(T) == 4) {
+  if (flat_layout<T>(L)) {
     flat_row_means((const float*)x, (float*)m, N * C, L, nthreads);
   } else {
     for_items(N * C, C, 1, nthreads, go_parallel(N * C, N * C * L),
@@ -1082,7 +1094,7 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
   std::vector<double> sums(N * C * 3);
   acon_bwd<T>(go, x, dx, d, q, beta, N, C, L, C, 1, 0, seg, sums.data(), nullptr, dp1, dp2,
               nullptr, nthreads);
-  std::vector<T> g(N * C), dz(N * C), da(N * H, T(0)), dh(N * H), dm(N * C, T(0));
+  std::vector<T> g(N * C), dz(N * C), da(N * H), dh(N * H), dm(N * C);  // written whole
   for (i64 i = 0; i < N * C; ++i) {
     const double b = beta[i];
     g[i] = T(sums[3 * i + 2] * b * (1 - b));  // d loss / d (bn2 output)
@@ -1127,7 +1139,7 @@ static void meta_bwd(const T* go, const T* x, T* dx, i64 N, i64 C, i64 L, i64 H,
     }
     for (; l < L; ++l) r[l] += v;
   };
-  if (flat_rows(L) && sizeof(T) == 4)
+  if (flat_layout<T>(L))
     flat_add_rows((float*)dx, (const float*)dm.data(), N * C, L, nthreads);
   else if (L <= seg && L <= 512)
     for_items(C, C, 1, nthreads, go_parallel(C, N * C * L), [&](i64 c, i64, i64, i64) {
