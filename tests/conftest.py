@@ -78,6 +78,8 @@ def _tool_env(extra=None):
     # busy-waiting OpenMP threads are many times slower on a shared machine
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     env['PYTHONWARNINGS'] = 'ignore'
+    # this machine has no CUDA: run the tools on the CPU on purpose
+    env.setdefault('ACON_MM_ALLOW_CPU', '1')
     if extra:
         env.update(extra)
     return env
@@ -105,7 +107,7 @@ def run_tool():
 
 @pytest.fixture(scope='session')
 def demo_coco(tmp_path_factory):
-    from acon_mm.utils.demo_data import make_coco_demo
+    from acon_mm.testing import make_coco_demo
     root = tmp_path_factory.mktemp('demo_data') / 'coco'
     return make_coco_demo(str(root), num_train=16, num_val=8,
                           img_size=(128, 128), seed=0)
@@ -113,7 +115,7 @@ def demo_coco(tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def demo_cityscapes(tmp_path_factory):
-    from acon_mm.utils.demo_data import make_cityscapes_demo
+    from acon_mm.testing import make_cityscapes_demo
     root = tmp_path_factory.mktemp('demo_data') / 'cityscapes'
     return make_cityscapes_demo(str(root), num_train=8, num_val=4,
                                 img_size=(128, 256), seed=0)

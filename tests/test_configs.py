@@ -8,8 +8,8 @@ import re
 import pytest
 from mmengine.config import Config
 
-from acon_mm.utils.runner_utils import (MissingPretrainedError,
-                                        adapt_cfg_to_device, check_pretrained,
+from acon_mm.engine.runner_utils import (MissingPretrainedError, NoCUDAError,
+                                        adapt_cfg_to_device, check_pretrained_files,
                                         config_task, set_data_root)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -122,27 +122,27 @@ def test_configs_differ_in_the_activation_alone(family):
 def test_missing_pretrained_is_named_with_the_converter():
     cfg = _load('configs/retinanet/retinanet_r50-aconc_fpn_1x_coco.py')
     with pytest.raises(MissingPretrainedError) as err:
-        check_pretrained(cfg)
+        check_pretrained_files(cfg)
     msg = str(err.value)
     assert 'checkpoints/resnet50_acon_mm.pth' in msg
     assert 'model.backbone.init_cfg.checkpoint' in msg
     assert 'tools/model_converters/acon_official_to_mm.py' in msg
     assert 'model.backbone.init_cfg=None' in msg
     cfg.model.backbone.init_cfg = None
-    check_pretrained(cfg)  # from scratch: nothing to check
+    check_pretrained_files(cfg)  # from scratch: nothing to check
 
 
 def test_relu_pretrained_message_says_no_official_weights():
     cfg = _load('configs/pspnet/pspnet_r101-d8-relu_4xb2-80k_cityscapes-512x1024.py')
     with pytest.raises(MissingPretrainedError, match='no official ImageNet'):
-        check_pretrained(cfg)
+        check_pretrained_files(cfg)
 
 
 def test_cpu_adaptation_replaces_sync_bn_and_backend(monkeypatch):
     import torch
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     cfg = _load('configs/pspnet/pspnet_r50-d8-metaacon_4xb2-80k_cityscapes-512x1024.py')
-    msgs = adapt_cfg_to_device(cfg, launcher='pytorch')
+    msgs = adapt_cfg_to_device(cfg, launcher='pytorch', allow_cpu=True)
     text = '\n'.join(msgs)
     assert 'SyncBN replaced by BN' in text and 'model.backbone.norm_cfg' in text
     assert 'model.decode_head.norm_cfg' in text
@@ -152,9 +152,34 @@ def test_cpu_adaptation_replaces_sync_bn_and_backend(monkeypatch):
     assert cfg.model_wrapper_cfg.device_ids is None
 
 
+def test_no_cuda_stops_unless_cpu_is_asked_for(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    monkeypatch.delenv('ACON_MM_ALLOW_CPU', raising=False)
+    path = 'configs/retinanet/retinanet_r50-metaacon_fpn_1x_coco.py'
+    cfg = _load(path)
+    with pytest.raises(NoCUDAError) as err:
+        adapt_cfg_to_device(cfg, launcher='pytorch')
+    msg = str(err.value)
+    assert 'retinanet_r50-metaacon_fpn_1x_coco.py' in msg
+    assert '--cpu' in msg and 'ACON_MM_ALLOW_CPU=1' in msg
+    monkeypatch.setenv('ACON_MM_ALLOW_CPU', '1')
+    assert adapt_cfg_to_device(cfg, launcher='none')[0].startswith('no CUDA')
+
+
+def test_train_tool_refuses_cpu_without_flag(run_tool, demo_coco,
+                                              det_demo_config):
+    proc = run_tool('tools/train.py', det_demo_config, '--data-root',
+                    demo_coco['data_root'], env={'ACON_MM_ALLOW_CPU': '0'},
+                    check=False, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert 'CUDA is not available' in proc.stderr
+    assert '--cpu' in proc.stderr
+
+
 def test_config_task_rejects_unknown_scope():
-    cfg = Config(dict(default_scope='mmpretrain', model=dict(type='X')))
-    with pytest.raises(ValueError, match='default_scope=.mmpretrain.'):
+    cfg = Config(dict(default_scope='mmocr', model=dict(type='X')))
+    with pytest.raises(ValueError, match='default_scope=.mmocr.'):
         config_task(cfg)
 
 

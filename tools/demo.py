@@ -117,7 +117,9 @@ def _train_metrics(work_dir):
 def _run(kind, cfg_src, data_root, work_dir, iters, seed, train_tool,
          test_tool):
     cfg_file, iters = _config_for(cfg_src, work_dir, iters, seed)
-    train_argv = [cfg_file, '--work-dir', work_dir, '--data-root', data_root]
+    # --cpu: the demo is meant for any machine; with CUDA it still uses the GPU
+    train_argv = [cfg_file, '--work-dir', work_dir, '--data-root', data_root,
+                  '--cpu']
     print(f'\n=== {kind}: training {iters} iterations\n    python tools/train.py '
           + ' '.join(_rel(a) if osp.isabs(a) else a for a in train_argv),
           flush=True)
@@ -128,7 +130,8 @@ def _run(kind, cfg_src, data_root, work_dir, iters, seed, train_tool,
     show_dir = osp.join(work_dir, 'show')
     out = osp.join(work_dir, 'predictions.pkl')
     test_argv = [cfg_file, ckpt, '--work-dir', osp.join(work_dir, 'test'),
-                 '--data-root', data_root, '--out', out, '--show-dir', show_dir]
+                 '--data-root', data_root, '--out', out, '--show-dir', show_dir,
+                 '--cpu']
     print(f'\n=== {kind}: evaluating\n    python tools/test.py '
           + ' '.join(_rel(a) if osp.isabs(a) else a for a in test_argv),
           flush=True)

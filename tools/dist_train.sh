@@ -6,8 +6,8 @@
 # Environment: NNODES (1), NODE_RANK (0), MASTER_ADDR (127.0.0.1), PORT (29500),
 # PYTHON (the repository's .venv/bin/python if present, else python).
 # Several machines: run it on each with the same NNODES/MASTER_ADDR/PORT and
-# NODE_RANK=0..NNODES-1. Without CUDA it starts GPUS CPU processes that talk
-# over gloo (tools/train.py says so).
+# NODE_RANK=0..NNODES-1. Without CUDA the run stops, unless --cpu (or
+# ACON_MM_ALLOW_CPU=1) asks for GPUS CPU processes that talk over gloo.
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: $0 CONFIG GPUS [train.py options...]" >&2

@@ -8,7 +8,8 @@
 Prints the config's test metrics (COCO bbox mAP for detection through
 pycocotools, mIoU for segmentation), ``--out`` dumps the raw predictions of
 every test image to a pickle file, ``--show-dir`` draws them. Without CUDA
-the run falls back to CPU (gloo backend, SyncBN -> BN) with a warning.
+the run stops unless ``--cpu`` (or ``ACON_MM_ALLOW_CPU=1``) asks for the CPU
+(then: gloo backend, SyncBN -> BN, each with a warning).
 """
 import argparse
 import json
@@ -23,8 +24,8 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from acon_mm.utils.runner_utils import (  # noqa: E402
-    TASKS, adapt_cfg_to_device, config_task, init_cpu_distributed,
+from acon_mm.engine.runner_utils import (  # noqa: E402
+    NoCUDAError, TASKS, adapt_cfg_to_device, config_task, init_cpu_distributed,
     register_task_modules, set_data_root, warn_all)
 
 
@@ -48,6 +49,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, xxx=yyy format')
+    parser.add_argument(
+        '--cpu', action='store_true',
+        help='run on the CPU when CUDA is absent (otherwise such a run stops; '
+        'the environment variable ACON_MM_ALLOW_CPU=1 does the same)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
                                                'mpi'], default='none',
                         help='job launcher')
@@ -124,7 +129,11 @@ def main(argv=None):
         print(f'ERROR: checkpoint {args.checkpoint!r} does not exist',
               file=sys.stderr)
         sys.exit(2)
-    msgs = adapt_cfg_to_device(cfg, args.launcher)
+    try:
+        msgs = adapt_cfg_to_device(cfg, args.launcher, allow_cpu=args.cpu)
+    except NoCUDAError as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        sys.exit(2)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
     warn_all(msgs)

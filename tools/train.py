@@ -6,8 +6,9 @@
     bash tools/dist_train.sh CONFIG GPUS [...]     # torchrun, several GPUs/nodes
 
 The config's ``default_scope`` ('mmdet' or 'mmseg') tells which library's
-modules to register. Without CUDA the run falls back to CPU: the distributed
-backend becomes gloo and SyncBN becomes BN, each with a warning. Pretrained
+modules to register. Without CUDA the run stops, unless ``--cpu`` (or
+``ACON_MM_ALLOW_CPU=1``) asks for the CPU: then the distributed backend becomes
+gloo and SyncBN becomes BN, each with a warning. Pretrained
 backbone weights named by an ``init_cfg`` are checked before anything is
 built; a missing file is reported with the converter command that writes it.
 """
@@ -23,8 +24,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from acon_mm.utils.runner_utils import (  # noqa: E402
-    MissingPretrainedError, TASKS, adapt_cfg_to_device, check_pretrained,
+from acon_mm.engine.runner_utils import (  # noqa: E402
+    MissingPretrainedError, NoCUDAError, TASKS, adapt_cfg_to_device, check_pretrained_files,
     config_task, init_cpu_distributed, register_task_modules, set_data_root,
     warn_all)
 
@@ -49,6 +50,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings of the config, xxx=yyy format')
+    parser.add_argument(
+        '--cpu', action='store_true',
+        help='run on the CPU when CUDA is absent (otherwise such a run stops; '
+        'the environment variable ACON_MM_ALLOW_CPU=1 does the same)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
                                                'mpi'], default='none',
                         help='job launcher')
@@ -108,11 +113,15 @@ def main(argv=None):
     task = config_task(cfg)
     register_task_modules(task)
     try:
-        check_pretrained(cfg)
+        check_pretrained_files(cfg)
     except MissingPretrainedError as err:
         print(f'ERROR: {err}', file=sys.stderr)
         sys.exit(2)
-    msgs = adapt_cfg_to_device(cfg, args.launcher)
+    try:
+        msgs = adapt_cfg_to_device(cfg, args.launcher, allow_cpu=args.cpu)
+    except NoCUDAError as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        sys.exit(2)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
     warn_all(msgs)

@@ -1,11 +1,11 @@
-from .checkpoint import (MMENGINE_CHECKPOINT_GLOBALS, UnsafeCheckpointError,
-                         install_safe_checkpoint_loading, safe_torch_load)
-from .misc import iter_acon_layers, name_acon_layers
-
-install_safe_checkpoint_loading()
+"""Small helpers with no dependency on the rest of acon-mm."""
+from .config import walk_dicts
+from .io import (ATOMIC_TMP_PREFIX, MMENGINE_CHECKPOINT_GLOBALS,
+                 UnsafeCheckpointError, atomic_save, atomic_write, format_keys,
+                 safe_torch_load, strip_module_prefix)
 
 __all__ = [
-    'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError',
-    'install_safe_checkpoint_loading', 'safe_torch_load', 'iter_acon_layers',
-    'name_acon_layers'
+    'walk_dicts', 'ATOMIC_TMP_PREFIX', 'MMENGINE_CHECKPOINT_GLOBALS',
+    'UnsafeCheckpointError', 'atomic_save', 'atomic_write', 'format_keys',
+    'safe_torch_load', 'strip_module_prefix'
 ]

@@ -27,9 +27,9 @@ import sys
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 import acon_mm  # noqa: E402,F401
-from acon_mm.utils.analysis import (DEFAULT_OUT_ROOT, analyze_model,  # noqa: E402
+from acon_mm.analysis import (DEFAULT_OUT_ROOT, analyze_model,  # noqa: E402
                                     image_batches, load_model, write_analysis)
-from acon_mm.activations import MetaAconC  # noqa: E402
+from acon_mm.models.layers import MetaAconC  # noqa: E402
 
 
 def parse_args(argv=None):

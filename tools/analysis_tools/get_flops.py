@@ -37,7 +37,7 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 import torch  # noqa: E402
 
 import acon_mm  # noqa: E402,F401
-from acon_mm.utils.analysis import (DEFAULT_OUT_ROOT, build_model_from_cfg,  # noqa: E402
+from acon_mm.analysis import (DEFAULT_OUT_ROOT, build_model_from_cfg,  # noqa: E402
                                     complexity, swap_acon_for_relu)
 
 
@@ -65,9 +65,9 @@ def parse_args(argv=None):
 
 def default_shape(cfg):
     """(H, W) from the test pipeline's Resize ``scale`` (W, H)."""
-    from acon_mm.utils.analysis import _test_pipeline_cfg
+    from acon_mm.analysis import test_pipeline_cfg
     try:
-        pipeline = _test_pipeline_cfg(cfg)
+        pipeline = test_pipeline_cfg(cfg)
     except KeyError:
         pipeline = []
     for t in pipeline:

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
-from acon_mm.utils.analysis import DEFAULT_OUT_ROOT, plot_acon_curves  # noqa: E402
+from acon_mm.analysis import DEFAULT_OUT_ROOT, plot_acon_curves  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from acon_mm.utils.demo_data import make_coco_demo, make_cityscapes_demo  # noqa: E402
+from acon_mm.testing import make_coco_demo, make_cityscapes_demo  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -10,10 +10,12 @@ ACON-C or meta-ACON-C. The architecture is detected from the keys unless
 DST is then loaded by ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` in the
 matching ``ResNetACON`` / ``ShuffleNetV2ACON``. Every key except the classifier is
 mapped; missing, unexpected or mis-shaped tensors are refused (named) and nothing
-is written. The logic lives in :mod:`acon_mm.utils.converter`.
+is written. The logic lives in :mod:`acon_mm.models.official_ckpt`.
 """
+import argparse
 import os
 import sys
+from typing import List, Optional
 
 try:
     import acon_mm  # noqa: F401
@@ -21,7 +23,27 @@ except ImportError:  # running from a checkout without installing acon-mm
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
     import acon_mm  # noqa: F401
 
-from acon_mm.utils.converter import main  # noqa: E402
+from acon_mm.models.official_ckpt import (OFFICIAL_ARCHS,  # noqa: E402
+                                          ConversionError, convert_checkpoint)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description='Convert an official ACON / meta-ACON ImageNet checkpoint '
+        '(ResNet-50/101/152, ShuffleNetV2 0.5x-2.0x) into an acon-mm backbone '
+        'checkpoint for init_cfg=dict(type="Pretrained", checkpoint=DST).')
+    parser.add_argument('src', help='official checkpoint ({"state_dict": ...} '
+                        'with "module." prefixes, or a bare state dict)')
+    parser.add_argument('dst', help='output checkpoint path')
+    parser.add_argument('--arch', choices=list(OFFICIAL_ARCHS), default=None,
+                        help='official network (default: detected from the keys)')
+    args = parser.parse_args(argv)
+    try:
+        convert_checkpoint(args.src, args.dst, args.arch)
+    except (ConversionError, FileNotFoundError) as err:
+        parser.exit(1, f'error: {err}\n')
+    return 0
+
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -1,0 +1,8 @@
+"""Hooks, one per file, registered in mmengine's ``HOOKS``."""
+from .acon_stats_hook import AconStatsHook
+from .checkpoint_hook import CheckpointHook
+from .nonfinite_loss_hook import NonFiniteLossError, NonFiniteLossHook
+
+__all__ = [
+    'AconStatsHook', 'CheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError'
+]

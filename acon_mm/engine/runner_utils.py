@@ -1,0 +1,292 @@
+"""What ``tools/train.py``, ``tools/test.py`` and ``tools/demo.py`` share.
+
+* :func:`config_task` tells a detection config from a segmentation one by its
+  ``default_scope`` (``'mmdet'`` / ``'mmseg'``) and :func:`register_task_modules`
+  registers that library's modules.
+* :func:`adapt_cfg_to_device` stops a run that finds no CUDA
+  (:class:`NoCUDAError`) unless the CPU was asked for explicitly (``--cpu`` or
+  ``ACON_MM_ALLOW_CPU=1``): a GPU job that lost its GPUs must not train on the
+  CPU for days. On an explicit CPU run the distributed backend becomes
+  ``gloo``, ``SyncBN`` becomes ``BN`` and DistributedDataParallel is built
+  without ``device_ids``; every change is returned as a message the tool
+  prints as a warning.
+* :func:`init_cpu_distributed` starts the gloo process group for the
+  ``pytorch`` (torchrun) and ``slurm`` launchers on CPU, where mmengine's own
+  ``init_dist`` would call ``torch.cuda.set_device``.
+* :func:`check_pretrained_files` finds ``init_cfg=dict(type='Pretrained', ...)``
+  pointing to a local file that does not exist and raises
+  :class:`MissingPretrainedError` naming the file, the config key and the
+  converter command, before any data is loaded.
+* :func:`set_data_root` points every dataset and evaluator of a config to
+  another data root (e.g. the generated demo data).
+"""
+import os
+import os.path as osp
+import subprocess
+from typing import Any, List, Optional, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+from ..utils.config import walk_dicts
+
+__all__ = [
+    'TASKS', 'ALLOW_CPU_ENV', 'MissingPretrainedError', 'NoCUDAError',
+    'cpu_allowed', 'config_task', 'register_task_modules',
+    'adapt_cfg_to_device', 'init_cpu_distributed', 'check_pretrained_files',
+    'find_missing_pretrained', 'set_data_root', 'replace_sync_bn'
+]
+
+#: default_scope -> what the config trains
+TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+
+CONVERTER = 'tools/model_converters/acon_official_to_mm.py'
+
+
+#: environment variable that allows a run without CUDA (the demo and tests set it)
+ALLOW_CPU_ENV = 'ACON_MM_ALLOW_CPU'
+
+
+class MissingPretrainedError(FileNotFoundError):
+    """A ``Pretrained`` ``init_cfg`` names a local file that does not exist."""
+
+
+class NoCUDAError(RuntimeError):
+    """CUDA is not available and running on the CPU was not asked for."""
+
+
+def cpu_allowed(flag: bool = False) -> bool:
+    """Whether a run may use the CPU: ``flag`` (``--cpu``) or ``ACON_MM_ALLOW_CPU=1``."""
+    return flag or os.environ.get(ALLOW_CPU_ENV, '0').strip().lower() in (
+        '1', 'true', 'yes', 'on')
+
+
+def config_task(cfg: Config) -> str:
+    """Return ``'mmdet'`` or ``'mmseg'`` from the config's ``default_scope``.
+
+    Raises:
+        ValueError: the scope is missing or another library's; the message
+            names the config file.
+    """
+    scope = cfg.get('default_scope')
+    if scope not in TASKS:
+        raise ValueError(
+            f'config {cfg.filename or "<in memory>"}: default_scope={scope!r}; '
+            f'acon-mm tools run detection (default_scope=\'mmdet\') and '
+            "segmentation (default_scope='mmseg') configs. Inherit a stock "
+            "config (e.g. _base_ = 'mmdet::retinanet/...') or set default_scope.")
+    return scope
+
+
+def register_task_modules(task: str, init_default_scope: bool = False) -> None:
+    """Register all modules of ``task`` (``'mmdet'``, ``'mmseg'``...) and acon-mm's.
+
+    Args:
+        task (str): a key of :data:`TASKS` (a config's ``default_scope``).
+        init_default_scope (bool): also make ``task`` the current default scope
+            (what the analysis tools need; the Runner does it itself).
+    """
+    import importlib
+    if task not in TASKS:
+        raise ValueError(f'unknown task {task!r}; expected one of {list(TASKS)}')
+    importlib.import_module(f'{task}.utils').register_all_modules(
+        init_default_scope=False)
+    if init_default_scope:
+        from mmengine.registry import init_default_scope as _init
+        _init(task)
+
+
+def replace_sync_bn(cfg: Config) -> List[str]:
+    """Turn every ``dict(type='SyncBN')`` of ``cfg.model`` into ``BN``.
+
+    Returns:
+        list[str]: the config keys changed.
+    """
+    changed = []
+    for path, d in walk_dicts(cfg.get('model', {}), 'model'):
+        if d.get('type') in ('SyncBN', 'MMSyncBN'):
+            d['type'] = 'BN'
+            changed.append(path)
+    return changed
+
+
+def adapt_cfg_to_device(cfg: Config, launcher: str = 'none',
+                        allow_cpu: bool = False) -> List[str]:
+    """Check for CUDA; on an explicit CPU run adapt the config; return what changed.
+
+    With CUDA nothing changes. Without CUDA the run stops with
+    :class:`NoCUDAError` unless ``allow_cpu`` (``--cpu``) or
+    ``ACON_MM_ALLOW_CPU=1``; then ``SyncBN`` -> ``BN`` (SyncBatchNorm needs
+    CUDA in a distributed run), ``env_cfg.dist_cfg.backend`` -> ``'gloo'`` and
+    DistributedDataParallel without ``device_ids``.
+
+    Raises:
+        NoCUDAError: no CUDA and the CPU was not asked for; the message names
+            the config, what torch reports and the two ways to run on CPU.
+    """
+    if torch.cuda.is_available():
+        return []
+    if not cpu_allowed(allow_cpu):
+        visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+        raise NoCUDAError(
+            f'config {cfg.filename or "<in memory>"}: CUDA is not available '
+            f'(torch {torch.__version__}, built for CUDA '
+            f'{torch.version.cuda or "none: a CPU-only build"}'
+            + (f', CUDA_VISIBLE_DEVICES={visible!r}' if visible is not None
+               else '') + '), so this run would train on the CPU. Refusing: '
+            'check the GPUs / the CUDA build of torch, or, to run on the CPU '
+            f'on purpose, pass --cpu or set {ALLOW_CPU_ENV}=1.')
+    msgs = ['no CUDA: running on the CPU as asked' +
+            ('' if launcher == 'none' else f' (launcher {launcher!r})')]
+    changed = replace_sync_bn(cfg)
+    if changed:
+        msgs.append('no CUDA: SyncBN replaced by BN at ' + ', '.join(changed) +
+                    ' (batch statistics are per process, not synchronised)')
+    if cfg.get('sync_bn') is not None:
+        cfg.pop('sync_bn')
+        msgs.append('no CUDA: cfg.sync_bn dropped')
+    if launcher != 'none':
+        env_cfg = cfg.setdefault('env_cfg', ConfigDict())
+        dist_cfg = env_cfg.setdefault('dist_cfg', ConfigDict())
+        backend = dist_cfg.get('backend', 'nccl')
+        if backend != 'gloo':
+            dist_cfg['backend'] = 'gloo'
+            msgs.append(f'no CUDA: distributed backend {backend!r} replaced by '
+                        "'gloo'; running on CPU")
+        wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(
+            type='MMDistributedDataParallel',
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+        wrapper['device_ids'] = None
+        cfg.model_wrapper_cfg = wrapper
+    return msgs
+
+
+def init_cpu_distributed(launcher: str, port: Optional[int] = None) -> None:
+    """Start the gloo process group on CPU for the pytorch/slurm launchers.
+
+    mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which fails
+    without CUDA; once the group exists, mmengine's Runner uses it as it is.
+    """
+    import torch.distributed as dist
+    if torch.cuda.is_available() or launcher == 'none' or dist.is_initialized():
+        return
+    if launcher == 'slurm':
+        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+        os.environ.setdefault('LOCAL_RANK', os.environ.get('SLURM_LOCALID', '0'))
+        if 'MASTER_ADDR' not in os.environ:
+            os.environ['MASTER_ADDR'] = subprocess.getoutput(
+                f'scontrol show hostname {os.environ["SLURM_NODELIST"]} '
+                '| head -n1')
+        os.environ.setdefault('MASTER_PORT', str(port or 29500))
+    elif launcher == 'mpi':
+        os.environ.setdefault('RANK', os.environ['OMPI_COMM_WORLD_RANK'])
+        os.environ.setdefault('WORLD_SIZE', os.environ['OMPI_COMM_WORLD_SIZE'])
+        os.environ.setdefault('LOCAL_RANK',
+                              os.environ['OMPI_COMM_WORLD_LOCAL_RANK'])
+        os.environ.setdefault('MASTER_ADDR', '127.0.0.1')
+        os.environ.setdefault('MASTER_PORT', str(port or 29500))
+    elif launcher != 'pytorch':
+        raise ValueError(f'unknown launcher {launcher!r}; expected one of '
+                         "'none', 'pytorch', 'slurm', 'mpi'")
+    for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
+        if key not in os.environ:
+            raise RuntimeError(
+                f'--launcher {launcher}: environment variable {key} is not '
+                'set; start the script with tools/dist_train.sh (torchrun) '
+                'or tools/slurm_train.sh')
+    dist.init_process_group(backend='gloo')
+
+
+def _is_local(path: Any) -> bool:
+    return isinstance(path, str) and '://' not in path
+
+
+def _hint(ckpt: str) -> str:
+    name = osp.basename(ckpt)
+    if any(k in name for k in ('relu', 'swish')):
+        return (
+            'There is no official ImageNet checkpoint of this activation in '
+            'the ACON layout: pretrain the same backbone on ImageNet (e.g. '
+            'with mmpretrain) and save its backbone weights there')
+    arch = name.replace('_mm.pth', '')
+    return ('Convert the official ImageNet checkpoint first:\n'
+            f'    python {CONVERTER} <official {arch} checkpoint> {ckpt}')
+
+
+def find_missing_pretrained(cfg: Config) -> List[Tuple[str, str]]:
+    """``(config key, path)`` of each local ``Pretrained`` file that is missing."""
+    missing = []
+    for path, d in walk_dicts(cfg.get('model', {}), 'model'):
+        if d.get('type') == 'Pretrained' and _is_local(d.get('checkpoint')) \
+                and not osp.isfile(d['checkpoint']):
+            missing.append((f'{path}.checkpoint', d['checkpoint']))
+        if _is_local(d.get('pretrained')) and not osp.isfile(d['pretrained']):
+            missing.append((f'{path}.pretrained', d['pretrained']))
+    return missing
+
+
+def check_pretrained_files(cfg: Config) -> None:
+    """Raise :class:`MissingPretrainedError` if pretrained weights are missing.
+
+    The message names each missing file and its config key, the converter
+    command that writes it, and how to train from scratch instead.
+    """
+    missing = find_missing_pretrained(cfg)
+    if not missing:
+        return
+    lines = [f'config {cfg.filename or "<in memory>"} needs pretrained '
+             'weights that are not there:']
+    for key, ckpt in missing:
+        lines.append(f'  {key} = {ckpt!r} (absolute: {osp.abspath(ckpt)}) '
+                     'does not exist.')
+        lines.append('  ' + _hint(ckpt).replace('\n', '\n  '))
+    key0 = missing[0][0].rsplit('.', 2)[0]
+    lines.append('To train from scratch instead, add '
+                 f'`--cfg-options {key0}.init_cfg=None`.')
+    raise MissingPretrainedError('\n'.join(lines))
+
+
+def set_data_root(cfg: Config, data_root: str) -> List[str]:
+    """Point every dataset and evaluator of ``cfg`` to ``data_root``.
+
+    Each ``data_root`` key under the ``*_dataloader`` entries is replaced, and
+    every string in the ``*_evaluator`` entries that starts with the config's
+    old top-level ``data_root`` (e.g. a COCO ``ann_file``) gets the new prefix.
+
+    Returns:
+        list[str]: the config keys changed.
+    """
+    if not osp.isdir(data_root):
+        raise FileNotFoundError(f'--data-root {data_root!r} is not a directory')
+    new = data_root.rstrip('/') + '/'
+    old = cfg.get('data_root')
+    changed = []
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if loader:
+            for path, d in walk_dicts(loader, f'{split}_dataloader'):
+                if 'data_root' in d:
+                    old = old or d['data_root']
+                    d['data_root'] = new
+                    changed.append(f'{path}.data_root')
+    for split in ('val', 'test'):
+        ev = cfg.get(f'{split}_evaluator')
+        if not ev or not old:
+            continue
+        for path, d in walk_dicts(ev, f'{split}_evaluator'):
+            for k, v in list(d.items()):
+                if isinstance(v, str) and v.startswith(old):
+                    d[k] = new + v[len(old):].lstrip('/')
+                    changed.append(f'{path}.{k}')
+    cfg.data_root = new
+    return changed
+
+
+def warn_all(msgs: List[str]) -> None:
+    """Print each message as a warning through mmengine's logger."""
+    from mmengine.logging import print_log
+    import logging
+    for m in msgs:
+        print_log(m, logger='current', level=logging.WARNING)

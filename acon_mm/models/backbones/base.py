@@ -1,0 +1,95 @@
+"""What the acon-mm backbones share.
+
+:class:`BaseACONBackbone` gives :class:`~acon_mm.models.backbones.ResNetACON`
+and :class:`~acon_mm.models.backbones.ShuffleNetV2ACON` one implementation of
+
+* the default initialisation (Kaiming convs, unit norms),
+* the strict check of a local ``Pretrained`` checkpoint before mmengine loads
+  it (:func:`acon_mm.models.utils.check_pretrained_keys`),
+* freezing (``frozen_stages``: no gradients, eval mode) and
+* ``train()`` that keeps frozen stages and, with ``norm_eval``, every
+  BatchNorm (meta-ACON's switch norms included) in eval mode.
+
+A subclass lists its frozen modules in :meth:`_frozen_modules` and describes
+itself for error messages in :meth:`_describe`.
+"""
+from typing import Callable, List
+
+import torch.nn as nn
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmengine.model import BaseModule
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..utils.pretrained import check_pretrained_keys, pretrained_path
+
+__all__ = ['BaseACONBackbone', 'build_norm', 'maybe_checkpoint']
+
+#: the default ``init_cfg`` of the backbones (as mmdet's ResNet)
+DEFAULT_INIT_CFG = [
+    dict(type='Kaiming', layer='Conv2d'),
+    dict(type='Constant', val=1, layer=['_BatchNorm', 'GroupNorm'])
+]
+
+
+def build_norm(norm_cfg: dict, channels: int) -> nn.Module:
+    """The norm layer of ``norm_cfg`` for ``channels`` (without its name)."""
+    return build_norm_layer(norm_cfg, channels)[1]
+
+
+def maybe_checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor,
+                     with_cp: bool) -> Tensor:
+    """``fn(x)``, with gradient checkpointing when ``with_cp`` and training."""
+    if with_cp and x.requires_grad:
+        return cp.checkpoint(fn, x, use_reentrant=False)
+    return fn(x)
+
+
+class BaseACONBackbone(BaseModule):
+    """Base class of the acon-mm backbones (see the module docstring).
+
+    Subclasses set ``frozen_stages``, ``norm_eval`` and ``strict_pretrained``
+    in ``__init__``, call :meth:`_freeze_stages` at its end, and implement
+    :meth:`_frozen_modules` and :meth:`_describe`.
+    """
+
+    frozen_stages: int = -1
+    norm_eval: bool = False
+    strict_pretrained: bool = True
+
+    def _default_init_cfg(self) -> None:
+        """Use :data:`DEFAULT_INIT_CFG` when no ``init_cfg`` was given."""
+        if self.init_cfg is None:
+            self.init_cfg = [dict(c) for c in DEFAULT_INIT_CFG]
+
+    def _describe(self) -> str:
+        """e.g. ``'ResNetACON(depth=50, acon_cfg=...)'`` for error messages."""
+        return type(self).__name__
+
+    def _frozen_modules(self) -> List[nn.Module]:
+        """The modules that ``frozen_stages`` freezes."""
+        raise NotImplementedError
+
+    def _freeze_stages(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for param in m.parameters():
+                param.requires_grad = False
+
+    def init_weights(self) -> None:
+        """Initialise; a local ``Pretrained`` checkpoint is checked key for key first."""
+        path = pretrained_path(self.init_cfg)
+        if path is not None and self.strict_pretrained and not self.is_init:
+            check_pretrained_keys(self, path, self._describe())
+        super().init_weights()
+
+    def train(self, mode: bool = True) -> 'BaseACONBackbone':
+        """Train mode that keeps frozen stages and, with ``norm_eval``, BNs in eval."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self

@@ -1,0 +1,11 @@
+"""The ACON activation layers, registered in mmengine's ``MODELS``."""
+from .acon import (ACON_TYPES, AconA, AconB, AconC, AconSwitchBN, BaseAcon,
+                   MetaAconC, SwishBeta)
+from .builder import build_acon_layer
+from .utils import acon_params, iter_acon_layers, name_acon_layers
+
+__all__ = [
+    'ACON_TYPES', 'AconA', 'AconB', 'AconC', 'AconSwitchBN', 'BaseAcon',
+    'MetaAconC', 'SwishBeta', 'build_acon_layer', 'acon_params',
+    'iter_acon_layers', 'name_acon_layers'
+]
