@@ -60,6 +60,10 @@ from types import SimpleNamespace
 
 import pytest
 
+# This machine has no CUDA: the tools run on the CPU on purpose, in process and
+# in subprocesses (tests of the refusal itself unset it).
+os.environ.setdefault('ACON_MM_ALLOW_CPU', '1')
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DET_DEMO_CONFIG = REPO_ROOT / 'configs/demo/retinanet_r18-aconc_fpn_demo.py'
 SEG_DEMO_CONFIG = REPO_ROOT / 'configs/demo/pspnet_r18-d8-aconc_demo.py'
@@ -78,8 +82,6 @@ def _tool_env(extra=None):
     # busy-waiting OpenMP threads are many times slower on a shared machine
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
     env['PYTHONWARNINGS'] = 'ignore'
-    # this machine has no CUDA: run the tools on the CPU on purpose
-    env.setdefault('ACON_MM_ALLOW_CPU', '1')
     if extra:
         env.update(extra)
     return env

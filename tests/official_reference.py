@@ -102,10 +102,60 @@ def _acon(sd: StateDict, p: str, x: Tensor) -> Tensor:
     return a * torch.sigmoid(beta * a) + p2 * x
 
 
+def _dilated_conv(sd: StateDict, p: str, x: Tensor, dilation: int) -> Tensor:
+    return F.conv2d(x, sd[p + '.weight'], sd.get(p + '.bias'), 1, dilation,
+                    dilation)
+
+
+# ---------------------------------------------------------------------------
+# the official input (every official train.py)
+def official_decode(path: str) -> 'np.ndarray':
+    """PIL decodes RGB, the official code flips it to BGR: an ``(H, W, 3)`` uint8 array."""
+    import numpy as np
+    from PIL import Image
+    rgb = np.asarray(Image.open(path).convert('RGB'))
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def official_opencv_resize(bgr: 'np.ndarray', size: int = 256) -> 'np.ndarray':
+    """The official ``OpencvResize``: short side to ``size``, long side
+    ``int(size / short * long + 0.5)``, OpenCV ``INTER_LINEAR``."""
+    import cv2
+    h, w = bgr.shape[:2]
+    if h <= w:
+        nh, nw = size, int(size / h * w + 0.5)
+    else:
+        nh, nw = int(size / w * h + 0.5), size
+    return cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_LINEAR)
+
+
+def official_center_crop(bgr: 'np.ndarray', size: int = 224) -> 'np.ndarray':
+    """Centre crop (offsets ``int(round((side - size) / 2))``)."""
+    h, w = bgr.shape[:2]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return bgr[top:top + size, left:left + size]
+
+
+def to_bgr_tensor(bgr: 'np.ndarray') -> Tensor:
+    """The official ``ToBGRTensor``: BGR, ``float()`` of 0..255, (1, 3, H, W); no mean/std."""
+    import numpy as np
+    return torch.from_numpy(
+        np.ascontiguousarray(bgr.transpose(2, 0, 1))).float()[None]
+
+
 # ---------------------------------------------------------------------------
 # ResNet
-def resnet_forward(sd: StateDict, x: Tensor) -> List[Tensor]:
-    """Official ACON ResNet-50/101/152: the outputs of layer1..layer4."""
+def resnet_forward(sd: StateDict, x: Tensor,
+                   strides: Sequence[int] = (1, 2, 2, 2),
+                   dilations: Sequence[int] = (1, 1, 1, 1),
+                   contract_dilation: bool = False) -> List[Tensor]:
+    """Official ACON ResNet-50/101/152: the outputs of layer1..layer4.
+
+    ``strides``/``dilations`` run the same weights as a dilated network (the
+    3x3 convs of stage i with dilation and padding ``dilations[i]``, the first
+    block's halved with ``contract_dilation``, as mmseg's PSPNet backbones);
+    the defaults are the official network.
+    """
     x = F.relu(_bn(sd, 'bn1', _conv(sd, 'conv1', x, stride=2, padding=3)))
     x = F.max_pool2d(x, 3, 2, 1)
     outs = []
@@ -114,12 +164,15 @@ def resnet_forward(sd: StateDict, x: Tensor) -> List[Tensor]:
                  for m in [re.match(rf'layer{stage}\.(\d+)\.', k)] if m})
         for j in range(n):
             p = f'layer{stage}.{j}'
-            stride = 2 if (j == 0 and stage > 1) else 1
+            stride = strides[stage - 1] if j == 0 else 1
+            dil = dilations[stage - 1]
+            if j == 0 and contract_dilation and dil > 1:
+                dil //= 2
             out = F.relu(_bn(sd, p + '.bn1',
                              _conv(sd, p + '.conv1', x, stride=stride)))
             out = _acon(sd, p + '.acon',
-                        _bn(sd, p + '.bn2', _conv(sd, p + '.conv2', out,
-                                                  padding=1)))
+                        _bn(sd, p + '.bn2', _dilated_conv(
+                            sd, p + '.conv2', out, dil)))
             out = _bn(sd, p + '.bn3', _conv(sd, p + '.conv3', out))
             if p + '.downsample.0.weight' in sd:
                 identity = _bn(sd, p + '.downsample.1',
@@ -183,10 +236,14 @@ def shufflenetv2_forward(sd: StateDict, x: Tensor) -> List[Tensor]:
     return outs
 
 
-def official_forward(sd: StateDict, x: Tensor) -> List[Tensor]:
-    """Dispatch on the layout (``module.`` prefixes are stripped)."""
+def official_forward(sd: StateDict, x: Tensor, **resnet_kwargs) -> List[Tensor]:
+    """Dispatch on the layout (``module.`` prefixes are stripped).
+
+    ``resnet_kwargs`` (``strides``, ``dilations``, ``contract_dilation``) go to
+    :func:`resnet_forward`.
+    """
     sd = {k[len('module.'):] if k.startswith('module.') else k: v
           for k, v in sd.items()}
     if 'first_conv.0.weight' in sd:
         return shufflenetv2_forward(sd, x)
-    return resnet_forward(sd, x)
+    return resnet_forward(sd, x, **resnet_kwargs)

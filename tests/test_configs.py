@@ -5,6 +5,8 @@ import glob
 import os.path as osp
 import re
 
+import importlib.util
+
 import pytest
 from mmengine.config import Config
 
@@ -18,8 +20,15 @@ CONFIGS = sorted(
     for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
     if '_base_' not in p)
 FULL = [c for c in CONFIGS if not c.startswith('configs/demo/')]
+HAS_MMPRETRAIN = importlib.util.find_spec('mmpretrain') is not None
+#: raw BGR 0-255, the official networks' input (converted weights record it)
+RAW_BGR = dict(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])
 ACT_OF = {'relu': 'ReLU', 'swish': 'SwishBeta', 'aconc': 'AconC',
           'metaacon': 'MetaAconC'}
+
+
+def _needs_mmpretrain(rel):
+    return rel.startswith('configs/imagenet/') or rel.endswith('_in1k.py')
 
 
 @functools.lru_cache(maxsize=None)
@@ -35,6 +44,9 @@ def _registry(scope):
     if scope == 'mmdet':
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
+    elif scope == 'mmpretrain':
+        from mmpretrain.registry import MODELS
+        from mmpretrain.utils import register_all_modules
     else:
         from mmseg.registry import MODELS
         from mmseg.utils import register_all_modules
@@ -52,18 +64,29 @@ def test_config_set_is_complete():
     assert 'retinanet_shufflenetv2-1.0x-metaacon_fpn_1x_coco.py' in names
     assert 'retinanet_r18-aconc_fpn_demo.py' in names
     assert 'pspnet_r18-d8-aconc_demo.py' in names
+    for depth in (50, 101, 152):
+        for act in ACT_OF:
+            assert f'resnet{depth}-{act}_8xb32_in1k.py' in names
+    for width in ('0.5', '1.0', '1.5', '2.0'):
+        for act in ('relu', 'aconc', 'metaacon'):
+            assert f'shufflenetv2-{width}x-{act}_8xb128_in1k.py' in names
+    assert 'resnet18-aconc_demo_in1k.py' in names
+    assert 'retinanet_r18-aconc_fpn_pretrained_demo.py' in names
 
 
 @pytest.mark.parametrize('rel', CONFIGS)
 def test_config_builds(rel):
     import acon_mm  # noqa: F401
+    if _needs_mmpretrain(rel) and not HAS_MMPRETRAIN:
+        pytest.skip('mmpretrain is not installed')
     cfg = _load(rel)
     scope = config_task(cfg)
     assert cfg.custom_imports == dict(imports=['acon_mm'],
                                       allow_failed_imports=False), rel
     with open(osp.join(ROOT, rel)) as f:
         text = f.read()
-    assert re.search(r"_base_ = '(mmdet::|mmseg::|\./)", text), rel
+    assert re.search(r"_base_ = '(mmdet::|mmseg::|mmpretrain::|\./|\.\./)",
+                     text), rel
     model = _registry(scope).build(copy.deepcopy(cfg.model))
     bb = cfg.model.backbone
     assert type(model.backbone).__name__ == bb.type
@@ -75,13 +98,33 @@ def test_config_builds(rel):
     assert bb.acon_cfg.type == ACT_OF[act], rel
     assert any(type(m).__name__ == ACT_OF[act] for m in model.backbone.modules())
     if rel.startswith('configs/demo/'):
-        assert bb.init_cfg is None  # the demo trains from scratch
+        if 'pretrained' in name:  # initialised from the demo pretraining
+            assert bb.init_cfg.prefix == 'backbone.'
+            assert 'resnet18-aconc_demo_in1k' in bb.init_cfg.checkpoint
+        else:
+            assert bb.init_cfg is None  # the demo trains from scratch
         return
-    m = re.search(r'_r(\d+)', name)
+    m = re.search(r'_r(\d+)|^resnet(\d+)', name)
     if m:
-        assert bb.depth == int(m.group(1)), rel
+        assert bb.depth == int(m.group(1) or m.group(2)), rel
+    if scope != 'mmpretrain':  # every model sees raw BGR 0-255
+        dp = cfg.model.data_preprocessor
+        assert dp.mean == RAW_BGR['mean'] and dp.std == RAW_BGR['std'], rel
+        assert dp.bgr_to_rgb is False, rel
+    assert cfg.optim_wrapper.constructor == 'AconOptimWrapperConstructor'
+    if scope == 'mmpretrain':
+        _check_imagenet_recipe(cfg, name)
+        return
     assert bb.init_cfg.type == 'Pretrained'
-    assert bb.init_cfg.checkpoint.startswith('checkpoints/'), rel
+    if act in ('relu', 'swish'):  # weights of the ImageNet configs
+        imagenet = f'resnet{bb.depth}-{act}_8xb32_in1k'
+        assert bb.init_cfg.checkpoint == \
+            f'work_dirs/{imagenet}/iter_600000.pth', rel
+        assert bb.init_cfg.prefix == 'backbone.', rel
+        assert f'configs/imagenet/{imagenet}.py' in text, rel
+    else:  # the converted official weights
+        assert bb.init_cfg.checkpoint.startswith('checkpoints/'), rel
+        assert bb.init_cfg.get('prefix') is None, rel
     if scope == 'mmdet':
         assert cfg.model.bbox_head.num_classes == 80
         assert cfg.train_cfg.max_epochs == 12  # stock 1x schedule
@@ -98,10 +141,41 @@ def test_config_builds(rel):
         assert bb.contract_dilation is True
 
 
+def _check_imagenet_recipe(cfg, name):
+    """The official recipe (shared/official_acon_architecture.md)."""
+    dp = cfg.model.data_preprocessor
+    assert dp.mean == RAW_BGR['mean'] and dp.std == RAW_BGR['std']
+    assert dp.to_rgb is False
+    assert cfg.model.backbone.init_cfg is None  # trained from scratch
+    assert cfg.model.head.num_classes == 1000
+    opt = cfg.optim_wrapper.optimizer
+    assert opt.type == 'SGD' and opt.momentum == 0.9
+    sched = cfg.param_scheduler[-1]
+    assert sched.type == 'LinearLR' and sched.end_factor == 0.0
+    # lr(t) = lr0 * (1 - t / max_iters): mmengine's LinearLR ends at end - 1
+    assert sched.by_epoch is False and sched.end == cfg.train_cfg.max_iters + 1
+    types = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    assert types[1:4] == ['RandomResizedCrop', 'ColorJitter', 'RandomFlip']
+    types = [t.type for t in cfg.test_dataloader.dataset.pipeline]
+    assert types[1:3] == ['OfficialResizeShortSide', 'CenterCrop']
+    if name.startswith('resnet'):
+        assert cfg.train_dataloader.batch_size * 8 == 256
+        assert cfg.train_cfg.max_iters == 600000
+        assert (opt.lr, opt.weight_decay) == (0.1, 1e-4)
+        assert cfg.model.head.loss.type == 'CrossEntropyLoss'
+    else:
+        assert cfg.train_dataloader.batch_size * 8 == 1024
+        assert cfg.train_cfg.max_iters == 300000
+        assert (opt.lr, opt.weight_decay) == (0.5, 4e-5)
+        assert cfg.model.head.loss.type == 'LabelSmoothLoss'
+        assert cfg.model.head.loss.label_smooth_val == 0.1
+        assert cfg.model.head.loss.mode == 'original'
+
+
 def _strip_act(cfg):
     d = copy.deepcopy(cfg.to_dict())
     d['model']['backbone'].pop('acon_cfg')
-    d['model']['backbone'].pop('init_cfg')
+    d['model']['backbone'].pop('init_cfg', None)
     d.pop('filename', None)
     return d
 
@@ -111,10 +185,19 @@ def _strip_act(cfg):
     'retinanet/retinanet_r101-{}_fpn_1x_coco.py',
     'pspnet/pspnet_r50-d8-{}_4xb2-80k_cityscapes-512x1024.py',
     'pspnet/pspnet_r101-d8-{}_4xb2-80k_cityscapes-512x1024.py',
+    'imagenet/resnet50-{}_8xb32_in1k.py',
+    'imagenet/resnet152-{}_8xb32_in1k.py',
+    'imagenet/shufflenetv2-0.5x-{}_8xb128_in1k.py',
+    'imagenet/shufflenetv2-2.0x-{}_8xb128_in1k.py',
 ])
 def test_configs_differ_in_the_activation_alone(family):
+    if family.startswith('imagenet/') and not HAS_MMPRETRAIN:
+        pytest.skip('mmpretrain is not installed')
     base = _strip_act(_load('configs/' + family.format('relu')))
-    for act in ('swish', 'aconc', 'metaacon'):
+    acts = ('swish', 'aconc', 'metaacon')
+    if family.startswith('imagenet/shufflenetv2'):
+        acts = ('aconc', 'metaacon')
+    for act in acts:
         other = _strip_act(_load('configs/' + family.format(act)))
         assert other == base, (family, act)
 
@@ -134,8 +217,37 @@ def test_missing_pretrained_is_named_with_the_converter():
 
 def test_relu_pretrained_message_says_no_official_weights():
     cfg = _load('configs/pspnet/pspnet_r101-d8-relu_4xb2-80k_cityscapes-512x1024.py')
-    with pytest.raises(MissingPretrainedError, match='no official ImageNet'):
+    with pytest.raises(MissingPretrainedError, match='no official ImageNet') \
+            as err:
         check_pretrained_files(cfg)
+    assert 'python tools/train.py configs/imagenet/resnet101-relu_8xb32_in1k.py' \
+        in str(err.value)
+    assert 'work_dirs/resnet101-relu_8xb32_in1k/iter_600000.pth' in str(err.value)
+
+
+@pytest.mark.parametrize('act', ['relu', 'swish', 'aconc', 'metaacon'])
+def test_imagenet_backbone_fits_the_transfer_backbones(act):
+    """The ImageNet config's backbone has the transfer configs' tensors."""
+    if not HAS_MMPRETRAIN:
+        pytest.skip('mmpretrain is not installed')
+    import torch
+    import acon_mm  # noqa: F401
+    from mmengine.registry import MODELS
+    src = _load(f'configs/imagenet/resnet50-{act}_8xb32_in1k.py').model.backbone
+    keys = None
+    for rel in (f'configs/retinanet/retinanet_r50-{act}_fpn_1x_coco.py',
+                f'configs/pspnet/pspnet_r50-d8-{act}_4xb2-80k_cityscapes-512x1024.py'):
+        dst = copy.deepcopy(_load(rel).model.backbone)
+        dst.init_cfg = None
+        if dst.norm_cfg.type == 'SyncBN':
+            dst.norm_cfg.type = 'BN'
+        with torch.device('meta'):
+            if keys is None:
+                keys = {k: tuple(v.shape) for k, v in
+                        MODELS.build(copy.deepcopy(src)).state_dict().items()}
+            other = {k: tuple(v.shape) for k, v in
+                     MODELS.build(dst).state_dict().items()}
+        assert other == keys, rel
 
 
 def test_cpu_adaptation_replaces_sync_bn_and_backend(monkeypatch):

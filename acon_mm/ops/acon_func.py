@@ -6,23 +6,24 @@ Every member of the family is the smooth maximum of two linear units,
 
 with ``p1 = 1, p2 = 0`` for ACON-A / Swish-beta, ``p1 = 1, p2 = p`` for ACON-B and
 learnable ``p1, p2`` for ACON-C / meta-ACON-C. :func:`acon` is what the layers in
-:mod:`acon_mm.activations` call.
+:mod:`acon_mm.models.layers` call.
 
 Implementations (chosen with :func:`set_acon_impl`, the context manager
 :func:`acon_impl` or the environment variable ``ACON_MM_IMPL``):
 
-* ``'auto'`` (default) and ``'fused'``: :class:`AconFunction`, a custom autograd
-  function that saves only the input (plus the per-channel parameters and the small
-  beta tensor), recomputes the gate in backward and reduces the parameter gradients
-  per channel. Its arithmetic runs in a fused kernel: the compiled C++/OpenMP
-  kernel on CPU (:mod:`acon_mm.ops.cpu_kernel`; with a spatially constant beta the
-  same function as a C++ autograd function from :mod:`acon_mm.ops.cpu_ext`, which
-  saves the Python overhead), Triton on CUDA
-  (:mod:`acon_mm.ops.triton_kernel`), or PyTorch ops where neither is available
-  (same memory, slower). Under ``torch.compile`` (and ``torch.jit.trace``) both use
-  the plain formula, which inductor fuses itself.
+* ``'auto'`` (default) and ``'fused'``: a fused function that saves only the input
+  (plus the per-channel parameters and the small beta tensor), recomputes the gate in
+  backward and reduces the parameter gradients per channel. On CPU it is the C++
+  autograd function of the compiled extension (:mod:`acon_mm.ops.cpu_ext`, sources
+  in ``acon_mm/ops/csrc``): one C++ call forward, one C++ node backward. On CUDA it
+  is :class:`AconFunction` with the Triton kernels (:mod:`acon_mm.ops.triton_kernel`).
+  Where neither applies (no compiler, no Triton, argument shapes the kernels do not
+  take) it is :class:`AconFunction` with PyTorch ops (same memory, slower). Under
+  ``torch.compile`` (and ``torch.jit.trace``) the plain formula is used, which
+  inductor fuses itself.
 * ``'torch'``: :class:`AconFunction` with PyTorch ops only (memory efficient).
-* ``'naive'``: :func:`acon_naive`, the plain autograd formula (as the official code).
+* ``'naive'``: :func:`acon_naive`, the plain autograd formula (as the official code);
+  the reference the fused functions are tested against.
 
 With ``d = p1 - p2``, ``u = d x``, ``s = sigmoid(beta u)`` and
 ``g = s + u beta s (1 - s)`` the gradients are
@@ -35,14 +36,14 @@ the sums running over the dimensions in which the parameter is broadcast.
 import contextlib
 import os
 import warnings
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .cpu_ext import load_cpu_ext
-from .cpu_kernel import load_cpu_kernels
+from .utils import is_compiling
 
 __all__ = [
     'acon', 'acon_naive', 'AconFunction', 'set_acon_impl', 'get_acon_impl',
@@ -52,8 +53,6 @@ __all__ = [
 #: Valid values of :func:`set_acon_impl` / ``ACON_MM_IMPL``.
 ACON_IMPLS = ('auto', 'fused', 'torch', 'naive')
 _HALF = (torch.float16, torch.bfloat16)
-#: Longest contiguous run one kernel work item handles.
-_SEG = 1024
 
 
 def _check_impl(name: str, source: str) -> str:
@@ -232,57 +231,21 @@ def _as_input_layout(y: Tensor, x: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------
-# Backends: each maps (input, layout) to the output, and (grad, input, layout) to
-# dx plus the per-(n, c) sums A = sum gout x g, B = sum gout x, Db = sum gout u^2
-# s (1 - s) (or, for a per-pixel beta, dbeta per (n, l)).
+# Kernel backends of AconFunction (the CPU kernels run as the extension's own C++
+# autograd function instead, see acon()): each maps (input, layout) to the output, and
+# (grad, input, layout) to ``(dx, dd, dq, dbeta)`` with ``dd``/``dq`` the (C,)
+# gradients of the kernel's ``d``-scaled ``p1`` and of ``p2`` (see
+# AconFunction.backward) and ``dbeta`` either beta-sized (per-row beta) or (N, L)
+# (per-pixel beta).
 # --------------------------------------------------------------------------
-def _cpu_fwd(xc: Tensor, lay: _Layout) -> Tensor:
-    kern = load_cpu_kernels()
-    if xc.dtype in _HALF:
-        xc = xc.float()
-    y = torch.empty_like(xc, memory_format=torch.contiguous_format)
-    if xc.numel():
-        f = kern.fwd['f64' if xc.dtype == torch.float64 else 'f32']
-        f(xc.data_ptr(), y.data_ptr(), lay.d.data_ptr(), lay.q.data_ptr(),
-          lay.beta.data_ptr(), lay.N, lay.C, lay.L, lay.bsn, lay.bsc, lay.bsl, _SEG,
-          torch.get_num_threads())
-    return y
-
-
-def _cpu_bwd(go: Tensor, xc: Tensor, lay: _Layout):
-    """dx and the parameter gradients, reduced by the kernel: ``(dx, dd, dq, dbeta)``
-    with ``dd``/``dq`` the (C,) gradients of the kernel's ``d``-scaled ``p1`` and of
-    ``p2`` (see :meth:`AconFunction.backward`) and ``dbeta`` either beta-sized (per-row
-    beta) or (N, L) (per-pixel beta)."""
-    kern = load_cpu_kernels()
-    if xc.dtype in _HALF:
-        xc = xc.float()
-    if go.dtype != xc.dtype:
-        go = go.to(xc.dtype)
-    dx = torch.empty_like(xc, memory_format=torch.contiguous_format)
-    C = lay.C
-    nb = 0 if lay.bsl else lay.beta.numel()
-    out = torch.zeros(2 * C + nb, dtype=xc.dtype)
-    dbp = torch.zeros(lay.N, lay.L, dtype=xc.dtype) if lay.bsl else None
-    if xc.numel():
-        suf = 'f64' if xc.dtype == torch.float64 else 'f32'
-        ptr, es = out.data_ptr(), out.element_size()
-        kern.bwd[suf](go.data_ptr(), xc.data_ptr(), dx.data_ptr(), lay.d.data_ptr(),
-                      lay.q.data_ptr(), lay.beta.data_ptr(), lay.N, lay.C, lay.L, lay.bsn,
-                      lay.bsc, lay.bsl, _SEG, None,
-                      dbp.data_ptr() if dbp is not None else None,
-                      ptr, ptr + C * es, ptr + 2 * C * es if nb else None,
-                      torch.get_num_threads())
-    return dx, out[:C], out[C:2 * C], (dbp if lay.bsl else out[2 * C:])
-
-
 def _triton_fwd(xc: Tensor, lay: _Layout) -> Tensor:
     from .triton_kernel import acon_fwd_triton
     return acon_fwd_triton(xc, lay)
 
 
 def _triton_bwd(go: Tensor, xc: Tensor, lay: _Layout):
-    """As :func:`_cpu_bwd`, from the Triton kernel's per-(n, c) sums."""
+    """dx and the parameter gradients from the Triton kernel's per-(n, c) sums
+    A = sum gout x g, B = sum gout x, Db = sum gout u^2 s (1 - s)."""
     from .triton_kernel import acon_bwd_triton
     dx, A, B, Db = acon_bwd_triton(go, xc, lay)
     if not lay.bsl:  # per-(n, c) -> beta's (Nb, Cb)
@@ -294,7 +257,7 @@ def _triton_bwd(go: Tensor, xc: Tensor, lay: _Layout):
     return dx, A.sum(0), (B - A).sum(0), Db
 
 
-_KERNELS = {'cpu': (_cpu_fwd, _cpu_bwd), 'triton': (_triton_fwd, _triton_bwd)}
+_KERNELS = {'triton': (_triton_fwd, _triton_bwd)}
 
 
 def _broadcast_params(p1, p2, dtype):
@@ -316,9 +279,10 @@ def _sum_to(g: Tensor, p: Tensor) -> Tensor:
 class AconFunction(torch.autograd.Function):
     """Memory-efficient ACON: saves the input only, recomputes in backward.
 
-    ``AconFunction.apply(x, p1, p2, beta, backend)`` with ``backend`` one of
-    ``'cpu'`` (compiled kernel), ``'triton'`` (CUDA) or ``'torch'`` (PyTorch ops;
-    also used where a kernel does not support the argument shapes). Saved for
+    ``AconFunction.apply(x, p1, p2, beta, backend)`` with ``backend`` ``'triton'``
+    (CUDA) or ``'torch'`` (PyTorch ops; also used for any other value and where the
+    kernel does not support the argument shapes). On CPU, :func:`acon` uses the
+    compiled extension's C++ autograd function instead (same saved tensors). Saved for
     backward: ``x`` (as given, no copy), ``p1``, ``p2`` and ``beta``, plus the
     kernels' per-channel ``d``, ``q`` and a contiguous copy of ``beta``.
     """
@@ -418,17 +382,25 @@ def _triton_available() -> bool:
 
 
 def acon_backend(x: Tensor, impl: Optional[str] = None) -> str:
-    """The backend :func:`acon` uses for ``x``: ``'naive'``, ``'cpu'``, ``'triton'``
-    or ``'torch'`` (the compiled-kernel-free fused function)."""
+    """The backend :func:`acon` uses for ``x``.
+
+    Args:
+        x (Tensor): the input.
+        impl (str, optional): an implementation name; the current one if ``None``.
+
+    Returns:
+        str: ``'naive'``, ``'cpu'`` (the C++ extension), ``'triton'`` or ``'torch'``
+        (the compiled-kernel-free fused function).
+    """
     impl = _impl if impl is None else _check_impl(impl, 'acon_backend')
-    if impl == 'naive' or _is_compiling():
+    if impl == 'naive' or is_compiling():
         return 'naive'
     if impl == 'torch':
         return 'torch'
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         return 'torch'
     if x.device.type == 'cpu':
-        if load_cpu_kernels() is not None:
+        if load_cpu_ext() is not None:
             return 'cpu'
     elif x.device.type == 'cuda' and x.dtype != torch.float64:
         if _triton_available():
@@ -438,13 +410,6 @@ def acon_backend(x: Tensor, impl: Optional[str] = None) -> str:
             warnings.warn('acon_mm: Triton is not available; fused ACON on CUDA uses '
                           'the PyTorch fused function (memory efficient, slower)')
     return 'torch'
-
-
-def _is_compiling() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    if compiler is not None and hasattr(compiler, 'is_compiling') and compiler.is_compiling():
-        return True
-    return torch.jit.is_tracing() or torch.jit.is_scripting()
 
 
 def _broadcasts_to(shape, target) -> bool:
@@ -481,7 +446,7 @@ def acon(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
             ``None`` means 1.
         p2 (Tensor | None): like ``p1``; ``None`` means 0.
         beta (Tensor): switching factor broadcastable to ``x``: (1, 1, 1, 1),
-            (1, C, 1, 1), (N, 1, 1, 1), (N, C, 1, 1) or (N, 1, H, W).
+            (1, C, 1, 1), (N, 1, 1, 1), (N, C, 1, 1), (N, 1, H, W), (N, C, H, W)...
 
     Returns:
         Tensor: shape and dtype of ``x`` (half-precision inputs are computed in
@@ -492,9 +457,10 @@ def acon(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
         return acon_naive(x, p1, p2, beta)
     _check_args(x, p1, p2, beta)
     if backend == 'cpu':
-        ext = load_cpu_ext()
-        if ext is not None:  # C++ autograd function; None: arguments it does not take
-            y = ext.acon_fused(x, p1, p2, beta)
-            if y is not None:
-                return y
+        # the extension's C++ autograd function; None: arguments it does not take (a
+        # p1/p2 not per channel, ...), which the PyTorch fused function runs
+        y = load_cpu_ext().acon_fused(x, p1, p2, beta)
+        if y is not None:
+            return y
+        backend = 'torch'
     return AconFunction.apply(x, p1, p2, beta, backend)

@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from .utils import is_compiling
+
 __all__ = ['spatial_mean']
 
 
@@ -47,9 +49,6 @@ def spatial_mean(x: Tensor, dim: Sequence[int] = (2, 3),
         Tensor: the mean, with ``keepdim=True``.
     """
     dims = tuple(d % x.dim() for d in dim)
-    compiler = getattr(torch, 'compiler', None)
-    compiling = compiler is not None and hasattr(compiler, 'is_compiling') and \
-        compiler.is_compiling()
-    if compiling or not (torch.is_grad_enabled() and x.requires_grad):
+    if is_compiling() or not (torch.is_grad_enabled() and x.requires_grad):
         return x.mean(dim=dims, keepdim=True, dtype=dtype)
     return _SpatialMean.apply(x, dims, dtype)

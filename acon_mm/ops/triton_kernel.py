@@ -17,7 +17,8 @@ or float32: they are loaded in their own dtype and computed in float32.
   registers (deterministic, no atomics) into a ``(n_chunks, N, L)`` buffer.
 
 Note: written without access to a GPU; on CPU its logic can be checked with
-Triton's interpreter (``TRITON_INTERPRET=1``), see ``tests/test_ops.py``.
+Triton's interpreter (``TRITON_INTERPRET=1``), see
+``tests/test_ops/test_acon_func.py::test_triton_kernels_in_interpreter``.
 """
 import os
 

@@ -13,7 +13,8 @@ batch 8 by default: 64x56x56, 128x28x28, 256x14x14, 512x7x7), it measures
 * saved-tensor bytes: the distinct storages autograd keeps for backward
   (``torch.autograd.graph.saved_tensors_hooks``), as a multiple of the input's bytes.
 
-Times are summed over the four shapes (each shape weighs as it does in a network) and
+On CPU the fused layers run the C++ extension (``acon_mm/ops/csrc``, built on first
+use; without a compiler, the PyTorch fused function). Times are summed over the four shapes (each shape weighs as it does in a network) and
 printed as ratios to nn.SiLU and to the naive formula, with PASS/FAIL per target:
 ACON-C and SwishBeta <= 1.5x SiLU and saved <= 1.1x the input; meta-ACON-C
 <= 1.6x SiLU (switch generator included) and saved <= 1.2x.
@@ -47,8 +48,8 @@ import torch.nn as nn
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 import acon_mm  # noqa: E402,F401
-from acon_mm.activations import AconA, AconB, AconC, MetaAconC, SwishBeta  # noqa: E402
-from acon_mm.ops import acon_backend, acon_impl, load_cpu_kernels  # noqa: E402
+from acon_mm.models.layers import AconA, AconB, AconC, MetaAconC, SwishBeta  # noqa: E402
+from acon_mm.ops import acon_backend, acon_impl, cpu_ext_error, load_cpu_ext  # noqa: E402
 
 STAGES = ((64, 56), (128, 28), (256, 14), (512, 7))
 LAYERS = {
@@ -297,7 +298,7 @@ def make_det_batch(batch: int, size: int, seed: int = 0):
 
 
 def bench_detector(args) -> tuple:
-    from acon_mm.backbones import ResNetACON  # noqa: F401  (fails clearly if missing)
+    from acon_mm.models.backbones import ResNetACON  # noqa: F401  (fails clearly if missing)
     size = args.det_size or (224 if args.quick else 320)
     repeats = args.det_repeats or (3 if args.quick else 5)
     torch.manual_seed(0)
@@ -344,10 +345,14 @@ def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    kern = load_cpu_kernels()
+    ext = load_cpu_ext()
     print(f'machine: {machine_name()}')
-    print(f'fused backend on CPU: {acon_backend(torch.zeros(1, 1, 1, 1), "fused")}'
-          f'{"" if kern is None else " (" + osp.basename(kern.path) + ")"}')
+    if ext is None:
+        detail = f' (no C++ extension: {cpu_ext_error()})'
+    else:
+        detail = (f' (C++ extension {osp.basename(osp.dirname(ext.__file__))}, '
+                  f'{ext.VECTOR_WIDTH} floats per vector)')
+    print(f'fused backend on CPU: {acon_backend(torch.zeros(1, 1, 1, 1), "fused")}{detail}')
     print('Note: ratios are measured in one run; a shared, busy machine makes them noisy '
           '(there, --threads 1 avoids waiting on descheduled OpenMP workers).')
     results = bench_activations(args)

@@ -1,6 +1,7 @@
-"""The fused meta-ACON-C channel path (acon_mm.ops.meta_func): one kernel call for
-pooling, switch network (with its BatchNorms) and ACON must equal the layer's modules
-exactly, in every BatchNorm regime, and step aside wherever it cannot."""
+"""The fused meta-ACON-C channel path (acon_mm.ops.meta_func, the extension's
+``meta_channel``): one C++ call for pooling, switch network (with its BatchNorms) and
+ACON must equal the layer's modules exactly, in every BatchNorm regime, and step aside
+wherever it cannot."""
 import copy
 
 import pytest
@@ -9,11 +10,10 @@ import torch.nn as nn
 from torch.autograd import gradcheck
 
 import acon_mm  # noqa: F401  (registers the layers)
-from acon_mm.activations import MetaAconC
-from acon_mm.ops import acon_impl, load_cpu_kernels
-from acon_mm.ops.meta_func import MetaAconChannelFunction, _NormSpec
+from acon_mm.models.layers import MetaAconC
+from acon_mm.ops import acon_impl, load_cpu_ext
 
-pytestmark = pytest.mark.skipif(load_cpu_kernels() is None,
+pytestmark = pytest.mark.skipif(load_cpu_ext() is None,
                                 reason='no C++ compiler: the fused kernel is not built')
 
 NORMS = {
@@ -24,9 +24,9 @@ NORMS = {
 
 
 def _is_fused(y) -> bool:
-    """The output came from the fused function (Python/ctypes or C++ extension)."""
+    """The output came from the fused function (the C++ extension's MetaFn)."""
     name = y.grad_fn.name() if y.grad_fn is not None else ''
-    return name.startswith('MetaAconChannelFunction') or 'MetaFn' in name
+    return 'MetaFn' in name
 
 
 def _layer(C, norm, dtype=torch.float64, seed=0, r=4):
@@ -59,8 +59,10 @@ def _compare(m, x, train, dtype):
     y, gx = _run(m, x, gout, 'fused')
     y_ref, gx_ref = _run(ref, x, gout, 'torch')  # the modules, then the fused ACON op
     assert _is_fused(y), 'the fused path was not taken'
+    # float32: both the fused kernel and the modules are ~1e-5 away from a float64
+    # run on long rows (33x33: 1.04e-5 and 1.25e-5), so they may differ by 2e-5
     tol = dict(rtol=1e-9, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4,
-                                                                         atol=1e-5)
+                                                                         atol=3e-5)
     torch.testing.assert_close(y, y_ref, **tol)
     torch.testing.assert_close(gx, gx_ref, **tol)
     scale = max(p.grad.abs().max().item() for p in ref.parameters())
@@ -152,43 +154,6 @@ def test_channels_last_input():
     _compare(_layer(16, 'AconSwitchBN', torch.float32), x, True, torch.float32)
 
 
-@pytest.mark.parametrize('mode', [0, 1, 2])
-def test_gradcheck_float64(mode):
-    """Every input of the fused function, by finite differences (float64)."""
-    torch.manual_seed(1)
-    N, C, H, L = 3, 6, 4, (3, 2)
-    dt = torch.float64
-
-    def t(*shape, scale=1.0):
-        return (torch.randn(*shape, dtype=dt) * scale).requires_grad_()
-
-    x = t(N, C, *L, scale=2)
-    p1, p2 = t(1, C, 1, 1), t(1, C, 1, 1)
-    w1, b1, w2, b2 = t(H, C, 1, 1), t(H), t(C, H, 1, 1), t(C)
-    g1, e1, g2, e2 = t(H), t(H), t(C), t(C)
-    rm1, rv1 = torch.randn(H, dtype=dt), torch.rand(H, dtype=dt) + 0.5
-    rm2, rv2 = torch.randn(C, dtype=dt), torch.rand(C, dtype=dt) + 0.5
-
-    def spec(w, b, rm, rv):
-        s = _NormSpec()
-        s.mode, s.weight, s.bias, s.eps, s.factor = mode, w, b, 1e-5, 0.0
-        s.rm, s.rv = (rm, rv) if mode == 2 else (None, None)  # mode 1: no update here
-        if mode == 0:
-            s.weight = s.bias = None
-        return s
-
-    n1, n2 = spec(g1, e1, rm1, rv1), spec(g2, e2, rm2, rv2)
-    norm_args = (g1, e1, g2, e2) if mode else (None, ) * 4
-
-    def f(x, p1, p2, w1, b1, w2, b2, *norm):
-        a1, c1, a2, c2 = norm if norm else (None, ) * 4
-        return MetaAconChannelFunction.apply(x, p1, p2, w1, b1, a1, c1, w2, b2, a2, c2, n1,
-                                             n2)
-
-    inputs = (x, p1, p2, w1, b1, w2, b2) + (norm_args if mode else ())
-    assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
-
-
 def test_steps_aside_for_hooks_and_other_norms():
     x = torch.randn(2, 16, 4, 4)
     m = MetaAconC(16)
@@ -218,53 +183,19 @@ def test_module_swaps_are_seen():
         assert not _is_fused(m(x))
 
 
-# ---------------------------------------------------------------------------
-# The C++ extension (acon_mm.ops.cpu_ext): the same functions as C++ autograd nodes
-# ---------------------------------------------------------------------------
-def _ext():
-    from acon_mm.ops import load_cpu_ext
-    ext = load_cpu_ext()
-    if ext is None:
-        pytest.skip('the C++ extension could not be built here')
-    return ext
-
-
-def test_extension_builds_and_is_used():
-    _ext()
-    from acon_mm.activations import AconC
+def test_layers_use_the_extension():
+    from acon_mm.models.layers import AconC
     with acon_impl('fused'):
         y = AconC(4)(torch.randn(2, 4, 3, 3, requires_grad=True))
         z = MetaAconC(8)(torch.randn(2, 8, 3, 3, requires_grad=True))
     assert 'AconFn' in y.grad_fn.name() and 'MetaFn' in z.grad_fn.name()
 
 
-@pytest.mark.parametrize('bshape', [(1, 1, 1, 1), (1, 5, 1, 1), (3, 5, 1, 1), (3, 1, 1, 1)])
-@pytest.mark.parametrize('combo', ['none', 'p2', 'both'])
-def test_extension_acon_gradcheck(bshape, combo):
-    from acon_mm.ops import acon
-    _ext()
-    g = torch.Generator().manual_seed(3)
-    x = (torch.randn(3, 5, 4, 3, generator=g, dtype=torch.float64) * 2).requires_grad_()
-    p1 = torch.randn(1, 5, 1, 1, generator=g, dtype=torch.float64).requires_grad_() \
-        if combo == 'both' else None
-    p2 = torch.randn(1, 5, 1, 1, generator=g, dtype=torch.float64).requires_grad_() \
-        if combo != 'none' else None
-    beta = (torch.rand(bshape, generator=g, dtype=torch.float64) * 2 + 0.1).requires_grad_()
-    with acon_impl('fused'):
-        assert 'AconFn' in acon(x, p1, p2, beta).grad_fn.name()
-        inputs = tuple(t for t in (x, p1, p2, beta) if t is not None)
-
-        def f(*args):
-            it = iter(args)
-            return acon(next(it), next(it) if p1 is not None else None,
-                        next(it) if p2 is not None else None, next(it))
-
-        assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
-
-
 @pytest.mark.parametrize('mode', [0, 1, 2])
-def test_extension_meta_gradcheck(mode):
-    ext = _ext()
+def test_gradcheck_float64(mode):
+    """Every input of the extension's fused function, by finite differences (float64),
+    for each norm mode (0 none, 1 batch statistics, 2 running statistics)."""
+    ext = load_cpu_ext()
     torch.manual_seed(2)
     N, C, H = 3, 6, 4
     dt = torch.float64
@@ -283,30 +214,26 @@ def test_extension_meta_gradcheck(mode):
     def f(x, p1, p2, w1, b1, w2, b2, *norm):
         a1, c1, a2, c2 = norm if norm else (None, ) * 4
         return ext.meta_channel(x, p1, p2, w1, b1, a1, c1, w2, b2, a2, c2, *stats, mode,
-                                1e-5, 0.0, mode, 1e-5, 0.0, None, None, 0.1, 0.1)
+                                1e-5, mode, 1e-5, None, None, 0.1, 0.1)
 
     inputs = (x, p1, p2, w1, b1, w2, b2) + ((g1, e1, g2, e2) if mode else ())
     assert gradcheck(f, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-def test_extension_refuses_double_backward():
-    _ext()
-    from acon_mm.activations import AconC
-    x = torch.randn(2, 4, 3, 3, requires_grad=True)
-    with acon_impl('fused'):
-        y = AconC(4)(x)
-    with pytest.raises(RuntimeError, match='double backward'):
-        torch.autograd.grad(y.sum(), x, create_graph=True)
-
-
-def test_without_extension_the_python_functions_run(monkeypatch):
-    from acon_mm.activations import AconC
+def test_without_extension_the_modules_run(monkeypatch):
+    """No extension: meta-ACON runs its modules, its ACON the PyTorch fused function."""
+    from acon_mm.models.layers import AconC
     from acon_mm.ops import cpu_ext
     monkeypatch.setattr(cpu_ext, '_ext', None)
     monkeypatch.setattr(cpu_ext, '_tried', True)
-    x = torch.randn(2, 8, 3, 3, requires_grad=True)
+    torch.manual_seed(0)
+    m = MetaAconC(8)
+    ref = copy.deepcopy(m)
+    x = torch.randn(2, 8, 3, 3)
     with acon_impl('fused'):
-        y = AconC(8)(x)
-        z = MetaAconC(8)(x)
+        y = AconC(8)(x.requires_grad_())
+        z = m(x)
     assert 'AconFunction' in y.grad_fn.name()
-    assert z.grad_fn.name().startswith('MetaAconChannelFunction')
+    assert not _is_fused(z) and 'AconFunction' in z.grad_fn.name()
+    with acon_impl('naive'):
+        torch.testing.assert_close(z, ref(x))

@@ -1,5 +1,7 @@
-"""Tests of the fused ACON op (acon_mm.ops): exact gradients, memory, dtypes, training
-and torch.compile. Speed is measured by tools/analysis_tools/benchmark_acon.py."""
+"""Tests of the fused ACON op (acon_mm.ops.acon_func): exact gradients, memory, dtypes,
+training and torch.compile, through the dispatch of :func:`acon` (the C++ extension on
+CPU, the PyTorch fused function, the naive reference). The extension's own functions are
+tested in test_cpu_ext.py. Speed is measured by tools/analysis_tools/benchmark_acon.py."""
 import copy
 import importlib
 import os
@@ -11,9 +13,9 @@ import torch.nn as nn
 from torch.autograd import gradcheck
 
 import acon_mm  # noqa: F401  (registers the layers)
-from acon_mm.activations import AconA, AconB, AconC, MetaAconC, SwishBeta
+from acon_mm.models.layers import AconA, AconB, AconC, MetaAconC, SwishBeta
 from acon_mm.ops import (AconFunction, acon, acon_backend, acon_impl, acon_naive,
-                         get_acon_impl, load_cpu_kernels, set_acon_impl)
+                         get_acon_impl, load_cpu_ext, set_acon_impl)
 from acon_mm.ops import acon_func
 
 N, C, H, W = 2, 3, 3, 2
@@ -23,8 +25,8 @@ BETA_SHAPES = {
     'sample': (N, 1, 1, 1),
     'sample_channel': (N, C, 1, 1),
     'pixel': (N, 1, H, W),
-    'odd': (1, 1, H, 1),  # not a kernel layout: generic path
-    'full': (N, C, H, W),  # idem
+    'odd': (1, 1, H, 1),  # broadcast over some spatial dimensions
+    'full': (N, C, H, W),
 }
 P_COMBOS = ('none', 'p1', 'p2', 'both')
 HAS_CXX = any(shutil.which(c) for c in ('g++', 'c++', 'clang++'))
@@ -48,12 +50,30 @@ def _fwd_bwd(fn, args, gout):
     return y.detach(), [a.grad if a is not None else None for a in args]
 
 
-def test_cpu_kernel_builds_where_a_compiler_exists():
+def test_cpu_backend_is_the_extension_where_a_compiler_exists():
     if not HAS_CXX:
         pytest.skip('no C++ compiler on this machine')
-    kern = load_cpu_kernels()
-    assert kern is not None, acon_func.load_cpu_kernels.__module__
+    from acon_mm.ops import cpu_ext_error
+    assert load_cpu_ext() is not None, cpu_ext_error()
     assert acon_backend(torch.zeros(1, 1, 1, 1)) == 'cpu'
+    x, p1, p2, beta = _make(BETA_SHAPES['channel'], 'both', torch.float32)
+    with acon_impl('fused'):
+        assert 'AconFn' in acon(x, p1, p2, beta).grad_fn.name()
+
+
+def _fused(backend):
+    """``acon`` through ``backend``: 'cpu' the extension (via the dispatch of
+    :func:`acon`), 'torch' the PyTorch fused function."""
+    if backend == 'torch':
+        return lambda *a: AconFunction.apply(*a, 'torch')
+
+    def f(x, p1, p2, beta):
+        with acon_impl('fused'):
+            y = acon(x, p1, p2, beta)
+        assert 'AconFn' in y.grad_fn.name(), y.grad_fn.name()  # not a fallback
+        return y
+
+    return f
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -61,10 +81,16 @@ def test_cpu_kernel_builds_where_a_compiler_exists():
 @pytest.mark.parametrize('beta_name', list(BETA_SHAPES))
 def test_gradcheck_float64(backend, combo, beta_name):
     args = _make(BETA_SHAPES[beta_name], combo)
-    assert gradcheck(lambda *a: AconFunction.apply(*a, backend), tuple(args))
+    fn = _fused(backend)
+    present = [a for a in args if a is not None]
+
+    def f(*inputs):  # gradcheck takes the tensors only
+        it = iter(inputs)
+        return fn(*[next(it) if a is not None else None for a in args])
+
+    assert gradcheck(f, tuple(present))
     # and the value is ACON's
-    y = AconFunction.apply(*args, backend)
-    torch.testing.assert_close(y, acon_naive(*args))
+    torch.testing.assert_close(f(*present), acon_naive(*args))
 
 
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last', 'strided', '3d', '2d'])
@@ -95,16 +121,17 @@ def test_fused_matches_naive_float32(layout, beta_name):
 
 @pytest.mark.skipif(not HAS_CXX, reason='no C++ compiler on this machine')
 @pytest.mark.parametrize('threads', [1, 2])
-@pytest.mark.parametrize('beta_name', ['scalar', 'channel', 'sample_channel'])
+@pytest.mark.parametrize('beta_name', ['scalar', 'channel', 'sample_channel', 'pixel'])
 @pytest.mark.parametrize('hw', [(4, 4), (1, 17), (7, 7), (9, 7), (14, 14), (15, 17)])
 def test_short_rows_flat_layout(hw, beta_name, threads):
     # float32 rows of 16 <= L < 256 values, L not a multiple of 16, are walked as one flat
     # array of vectors (a vector spans two rows: blended parameters, split sums); 101
     # channels and enough values for two threads put a thread boundary inside a vector
-    # (16 = 4 x 4 keeps the row layout). Reference: the naive formula in float64.
+    # (16 = 4 x 4 keeps the row layout; a per-pixel beta always does). Reference: the
+    # naive formula in float64.
     shape = (6, 101) + hw
     bshape = {'scalar': (1, 1, 1, 1), 'channel': (1, 101, 1, 1),
-              'sample_channel': (6, 101, 1, 1)}[beta_name]
+              'sample_channel': (6, 101, 1, 1), 'pixel': (6, 1) + hw}[beta_name]
     x, p1, p2, beta = _make(bshape, 'both', torch.float32, shape=shape, seed=sum(hw))
     gout = torch.randn(shape)
     args64 = [t.detach().double() for t in (x, p1, p2, beta)]
@@ -351,20 +378,32 @@ def test_spatial_mean_matches_mean():
     assert xh.grad.dtype == torch.float16
 
 
-def test_fallback_when_the_kernel_cannot_be_built(monkeypatch, tmp_path):
+def test_fallback_when_the_extension_cannot_be_built(monkeypatch, tmp_path):
     """No working compiler: a warning, then the pure-PyTorch fused function."""
-    from acon_mm.ops import cpu_kernel
-    monkeypatch.setattr(cpu_kernel, '_tried', False)
-    monkeypatch.setattr(cpu_kernel, '_cached', None)
-    monkeypatch.setattr(cpu_kernel, '_error', None)
+    from acon_mm.ops import cpu_ext
+    monkeypatch.setattr(cpu_ext, '_tried', False)
+    monkeypatch.setattr(cpu_ext, '_ext', None)
+    monkeypatch.setattr(cpu_ext, '_error', None)
     monkeypatch.setenv('ACON_MM_CACHE_DIR', str(tmp_path))
-    monkeypatch.setattr(cpu_kernel, '_compiler', lambda: str(tmp_path / 'no-such-c++'))
+    monkeypatch.setattr(cpu_ext, '_compiler', lambda: str(tmp_path / 'no-such-c++'))
     with pytest.warns(UserWarning, match='could not be built'):
-        assert load_cpu_kernels() is None
-    assert 'no-such-c++' in cpu_kernel.cpu_kernel_error()
+        assert load_cpu_ext() is None
+    assert 'no-such-c++' in cpu_ext.cpu_ext_error()
     x, p1, p2, beta = _make(BETA_SHAPES['channel'], 'both', torch.float32, seed=3)
     with acon_impl('fused'):
         assert acon_backend(x) == 'torch'
         y = acon(x, p1, p2, beta)
     torch.testing.assert_close(y, acon_naive(x, p1, p2, beta))
     assert y.grad_fn.name() == 'AconFunctionBackward'
+
+
+@pytest.mark.parametrize('var', ['ACON_MM_DISABLE_EXT', 'ACON_MM_DISABLE_CPU_KERNEL'])
+def test_extension_can_be_disabled(monkeypatch, var):
+    from acon_mm.ops import cpu_ext
+    monkeypatch.setattr(cpu_ext, '_tried', False)
+    monkeypatch.setattr(cpu_ext, '_ext', None)
+    monkeypatch.setattr(cpu_ext, '_error', None)
+    monkeypatch.setenv(var, '1')
+    assert load_cpu_ext() is None
+    assert cpu_ext.cpu_ext_error() == f'disabled by {var}'
+    assert acon_backend(torch.zeros(1, 1, 1, 1), 'fused') == 'torch'
