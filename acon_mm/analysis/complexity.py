@@ -2,24 +2,24 @@
 included (``tools/analysis_tools/get_flops.py``)."""
 import warnings
 from contextlib import contextmanager
-from typing import List
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..models.layers import (ACON_TYPES, iter_acon_layers)
+from ..models.layers import ACON_TYPES, iter_acon_layers
 from ..ops import acon_impl
 from ..utils.config import walk_dicts
+from .model_loading import build_model_from_cfg, test_pipeline_cfg
 
 __all__ = [
-    'swap_acon_for_relu', 'naive_acon_ops', 'complexity', 'ELEMENTWISE_OPS'
+    'swap_acon_for_relu', 'naive_acon_ops', 'complexity', 'ELEMENTWISE_OPS',
+    'input_shape_from_cfg', 'padded_input_shape', 'config_complexity'
 ]
 
-# ---------------------------------------------------------------------------
-# cost: parameters and FLOPs with mmengine's analyzer
-# ---------------------------------------------------------------------------
+
 def swap_acon_for_relu(model_cfg) -> List[str]:
     """Replace, in place, every ``acon_cfg`` / ``act_cfg`` of an ACON type
     (``AconA``, ``AconB``, ``AconC``, ``MetaAconC``, ``SwishBeta``) in a model
@@ -134,3 +134,43 @@ def complexity(model: nn.Module, inputs: Tensor) -> dict:
         acon_flops=int(sum(a[0] for a in acon)),
         acon_flops_elementwise=int(sum(a[1] for a in acon)),
         input_shape=list(inputs.shape))
+
+
+def input_shape_from_cfg(cfg) -> Tuple[int, int]:
+    """``(H, W)`` of the test pipeline's ``Resize`` ``scale`` (given as (W, H)).
+
+    Raises:
+        KeyError: the test pipeline has no ``Resize`` scale; the message names
+            the config.
+    """
+    try:
+        pipeline = test_pipeline_cfg(cfg)
+    except KeyError:
+        pipeline = []
+    for t in pipeline:
+        if t.get('type') in ('Resize', 'RandomResize') and t.get('scale'):
+            scale = t['scale']
+            if isinstance(scale, int):
+                return scale, scale
+            return int(scale[1]), int(scale[0])
+    raise KeyError(f'config {getattr(cfg, "filename", "<in memory>")}: no Resize '
+                   'scale in the test pipeline to take the input size from; '
+                   'give the input size (H W) explicitly')
+
+
+def padded_input_shape(model: nn.Module, h: int, w: int) -> Tuple[int, int]:
+    """``(h, w)`` padded up to the data preprocessor's ``pad_size_divisor``."""
+    div = getattr(getattr(model, 'data_preprocessor', None), 'pad_size_divisor', 1) or 1
+    return -(-int(h) // div) * div, -(-int(w) // div) * div
+
+
+def config_complexity(cfg, shape: Optional[Sequence[int]] = None) -> dict:
+    """:func:`complexity` of ``cfg``'s model on one ``1x3xHxW`` input.
+
+    ``shape`` (H, W) defaults to the test pipeline's resize
+    (:func:`input_shape_from_cfg`), padded as the data preprocessor pads.
+    """
+    model = build_model_from_cfg(cfg)
+    h, w = padded_input_shape(model, *(shape or input_shape_from_cfg(cfg)))
+    torch.manual_seed(0)
+    return complexity(model, torch.randn(1, 3, h, w))

@@ -38,7 +38,8 @@ import torch  # noqa: E402
 
 import acon_mm  # noqa: E402,F401
 from acon_mm.analysis import (DEFAULT_OUT_ROOT, build_model_from_cfg,  # noqa: E402
-                                    complexity, swap_acon_for_relu)
+                              complexity, input_shape_from_cfg,
+                              padded_input_shape, swap_acon_for_relu)
 
 
 def parse_args(argv=None):
@@ -63,31 +64,9 @@ def parse_args(argv=None):
     return args
 
 
-def default_shape(cfg):
-    """(H, W) from the test pipeline's Resize ``scale`` (W, H)."""
-    from acon_mm.analysis import test_pipeline_cfg
-    try:
-        pipeline = test_pipeline_cfg(cfg)
-    except KeyError:
-        pipeline = []
-    for t in pipeline:
-        if t.get('type') in ('Resize', 'RandomResize') and t.get('scale'):
-            scale = t['scale']
-            if isinstance(scale, int):
-                return scale, scale
-            return int(scale[1]), int(scale[0])
-    raise KeyError(f'config {cfg.filename}: no Resize scale in the test '
-                   'pipeline to take the input size from; pass --shape H W')
-
-
-def _pad(model, h, w):
-    div = getattr(getattr(model, 'data_preprocessor', None), 'pad_size_divisor', 1) or 1
-    return -(-h // div) * div, -(-w // div) * div
-
-
 def measure(cfg, shape, label):
     model = build_model_from_cfg(cfg)
-    h, w = _pad(model, *shape)
+    h, w = padded_input_shape(model, *shape)
     print(f'measuring {label} on a 1x3x{h}x{w} input ...', flush=True)
     torch.manual_seed(0)
     res = complexity(model, torch.randn(1, 3, h, w))
@@ -133,7 +112,10 @@ def main(argv=None):
         cfg = Config.fromfile(path)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
-        shape = tuple(args.shape) if args.shape else default_shape(cfg)
+        try:
+            shape = tuple(args.shape) if args.shape else input_shape_from_cfg(cfg)
+        except KeyError as err:
+            raise KeyError(f'{err.args[0]} (--shape H W)') from None
         name = osp.splitext(osp.basename(path))[0]
         row = measure(cfg, shape, name)
         row['config'] = path
