@@ -45,6 +45,10 @@ Session-scoped, so each is built once per ``pytest`` run (in pytest's tmp dirs):
     detections are in ``<work_dir>/val_preds.bbox.json``.
 ``tiny_seg_checkpoint``
     The same for the PSPNet demo config on ``demo_cityscapes`` (``mIoU``, ...).
+``cpu_ext``
+    The compiled C++ extension of the ops (:func:`acon_mm.ops.load_cpu_ext`,
+    sources in ``acon_mm/ops/csrc``); the test is skipped where it cannot be
+    built (no compiler).
 
 Do not modify what these fixtures return (other tests share it): copy the
 checkpoint/data into your own ``tmp_path`` first if a test writes there.
@@ -205,3 +209,12 @@ def tiny_det_checkpoint(tmp_path_factory, demo_coco):
 def tiny_seg_checkpoint(tmp_path_factory, demo_cityscapes):
     return _train_tiny(tmp_path_factory, str(SEG_DEMO_CONFIG), 'seg',
                        demo_cityscapes['data_root'], 'tiny_seg')
+
+
+@pytest.fixture
+def cpu_ext():
+    from acon_mm.ops import cpu_ext_error, load_cpu_ext
+    ext = load_cpu_ext()
+    if ext is None:
+        pytest.skip(f'the C++ extension could not be built here: {cpu_ext_error()}')
+    return ext
