@@ -17,8 +17,9 @@ Implementations (chosen with :func:`set_acon_impl`, the context manager
   autograd function of the compiled extension (:mod:`acon_mm.ops.cpu_ext`, sources
   in ``acon_mm/ops/csrc``): one C++ call forward, one C++ node backward. On CUDA it
   is :class:`AconFunction` with the Triton kernels (:mod:`acon_mm.ops.triton_kernel`).
-  Where neither applies (no compiler, no Triton, argument shapes the kernels do not
-  take) it is :class:`AconFunction` with PyTorch ops (same memory, slower). Under
+  Where neither applies (no compiler, no Triton, Triton failing its one-time
+  probe on a device, argument shapes the kernels do not take) it is
+  :class:`AconFunction` with PyTorch ops (same memory, slower). Under
   ``torch.compile`` (and ``torch.jit.trace``) the plain formula is used, which
   inductor fuses itself.
 * ``'torch'``: :class:`AconFunction` with PyTorch ops only (memory efficient).
@@ -36,13 +37,14 @@ the sums running over the dimensions in which the parameter is broadcast.
 import contextlib
 import os
 import warnings
-from typing import Iterator, Optional
+from typing import Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .cpu_ext import load_cpu_ext
+from .layout import BETA_FULL, BETA_PIX, compute_dtype, kernel_layout, padded
 from .utils import is_compiling
 
 __all__ = [
@@ -119,135 +121,29 @@ def acon_naive(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
     return out.to(dtype)
 
 
-# --------------------------------------------------------------------------
-# Kernel layout: x as (N, C, L), per-channel d and q, beta with (n, c, l) strides
-# --------------------------------------------------------------------------
-class _Layout:
-    __slots__ = ('N', 'C', 'L', 'd', 'q', 'beta', 'bsn', 'bsc', 'bsl', 'bshape')
-
-
-def _padded(shape, ndim: int) -> tuple:
-    return (1, ) * (ndim - len(shape)) + tuple(shape)
-
-
-def _channel_vector(p: Tensor, ndim: int, C: int, dtype) -> Optional[Tensor]:
-    """``p`` as a contiguous (C,) vector, or ``None`` if it varies along another
-    dimension. (Called inside ``AconFunction.forward``, where autograd is off.)"""
-    shape = p.shape
-    if len(shape) > ndim:
-        return None
-    # p's dimension of the channel axis: index len(shape) - ndim + 1
-    ci = len(shape) - ndim + 1
-    for i, s in enumerate(shape):
-        if s != 1 and i != ci:
-            return None
-    v = p.reshape(-1)
-    if v.dtype != dtype:
-        v = v.to(dtype)
-    if v.numel() != C:
-        v = v.expand(C).contiguous()
-    return v
-
-
-_CONSTS = {}
-
-
-def _const_vector(value: float, C: int, dtype, device) -> Tensor:
-    """A cached read-only (C,) vector filled with ``value``."""
-    key = (value, C, dtype, device)
-    t = _CONSTS.get(key)
-    if t is None:
-        if len(_CONSTS) > 256:
-            _CONSTS.clear()
-        t = _CONSTS[key] = torch.full((C, ), value, dtype=dtype, device=device)
-    return t
-
-
-def _layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
-            dtype) -> Optional[_Layout]:
-    """The kernels' view of the arguments, or ``None`` if they need the generic path."""
-    ndim = x.dim()
-    if ndim < 2:
-        return None
-    N, C = x.shape[0], x.shape[1]
-    L = 1
-    for s in x.shape[2:]:
-        L *= s
-    v1 = v2 = None
-    if p1 is not None:
-        v1 = _channel_vector(p1, ndim, C, dtype)
-        if v1 is None:
-            return None
-    if p2 is not None:
-        v2 = _channel_vector(p2, ndim, C, dtype)
-        if v2 is None:
-            return None
-    if beta.dim() > ndim:
-        return None
-    bshape = _padded(beta.shape, ndim)
-    Nb, Cb, spatial = bshape[0], bshape[1], bshape[2:]
-    if all(s == 1 for s in spatial):
-        Lb = 1
-        b = beta
-    else:
-        if Cb != 1:  # varies over channels and pixels: generic path
-            return None
-        b = beta.reshape(bshape)
-        if tuple(spatial) != tuple(x.shape[2:]):
-            b = b.expand(bshape[:2] + tuple(x.shape[2:]))
-        Lb = L
-    lay = _Layout()
-    lay.N, lay.C, lay.L = N, C, L
-    if v1 is None and v2 is None:
-        d, q = _const_vector(1.0, C, dtype, x.device), _const_vector(0.0, C, dtype, x.device)
-    elif v2 is None:
-        d, q = v1, _const_vector(0.0, C, dtype, x.device)
-    elif v1 is None:
-        d, q = 1 - v2, v2
-    else:
-        d, q = v1 - v2, v2
-    lay.d, lay.q = d, q
-    if b.dtype != dtype:
-        b = b.to(dtype)
-    lay.beta = b.reshape(Nb, Cb, Lb).contiguous()
-    lay.bsn = Cb * Lb if Nb > 1 else 0
-    lay.bsc = Lb if Cb > 1 else 0
-    lay.bsl = 1 if Lb > 1 else 0
-    lay.bshape = bshape
-    return lay
-
-
-def _compute_dtype(x: Tensor):
-    return torch.float32 if x.dtype in _HALF else x.dtype
-
-
-def _as_input_layout(y: Tensor, x: Tensor) -> Tensor:
-    """Give the (contiguous) result the memory format of a channels-last input."""
-    y = y.view(x.shape)
-    if x.dim() == 4 and not x.is_contiguous() and \
-            x.is_contiguous(memory_format=torch.channels_last):
-        y = y.contiguous(memory_format=torch.channels_last)
-    return y
+_padded = padded
+_compute_dtype = compute_dtype
 
 
 # --------------------------------------------------------------------------
 # Kernel backends of AconFunction (the CPU kernels run as the extension's own C++
-# autograd function instead, see acon()): each maps (input, layout) to the output, and
-# (grad, input, layout) to ``(dx, dd, dq, dbeta)`` with ``dd``/``dq`` the (C,)
-# gradients of the kernel's ``d``-scaled ``p1`` and of ``p2`` (see
-# AconFunction.backward) and ``dbeta`` either beta-sized (per-row beta) or (N, L)
-# (per-pixel beta).
+# autograd function instead, see acon()): each maps (input, layout) to the output in
+# the input's dtype and memory format (the input is contiguous or, for the NHWC
+# kernels, channels_last), and (grad, input, layout) to ``(dx, dd, dq, dbeta)`` with
+# ``dd``/``dq`` the (C,) gradients of the kernel's ``d``-scaled ``p1`` and of ``p2``
+# (see AconFunction.backward) and ``dbeta`` either beta-sized (per-row beta), (N, L)
+# (per-pixel beta) or x-sized (full beta).
 # --------------------------------------------------------------------------
-def _triton_fwd(xc: Tensor, lay: _Layout) -> Tensor:
+def _triton_fwd(xk: Tensor, lay) -> Tensor:
     from .triton_kernel import acon_fwd_triton
-    return acon_fwd_triton(xc, lay)
+    return acon_fwd_triton(xk, lay)
 
 
-def _triton_bwd(go: Tensor, xc: Tensor, lay: _Layout):
+def _triton_bwd(go: Tensor, xk: Tensor, lay):
     """dx and the parameter gradients from the Triton kernel's per-(n, c) sums
     A = sum gout x g, B = sum gout x, Db = sum gout u^2 s (1 - s)."""
     from .triton_kernel import acon_bwd_triton
-    dx, A, B, Db = acon_bwd_triton(go, xc, lay)
+    dx, A, B, Db = acon_bwd_triton(go, xk, lay)
     if not lay.bsl:  # per-(n, c) -> beta's (Nb, Cb)
         if lay.bshape[0] == 1:
             Db = Db.sum(0, keepdim=True)
@@ -284,14 +180,17 @@ class AconFunction(torch.autograd.Function):
     kernel does not support the argument shapes). On CPU, :func:`acon` uses the
     compiled extension's C++ autograd function instead (same saved tensors). Saved for
     backward: ``x`` (as given, no copy), ``p1``, ``p2`` and ``beta``, plus the
-    kernels' per-channel ``d``, ``q`` and a contiguous copy of ``beta``.
+    kernels' per-channel ``d``, ``q`` and beta in the kernels' layout
+    (:mod:`acon_mm.ops.layout`). A channels_last input runs the NHWC kernels (no
+    copy; ``y`` and ``dx`` channels_last); a non-dense one is made contiguous once per
+    pass.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
                 backend: str) -> Tensor:
         dtype = _compute_dtype(x)
-        lay = _layout(x, p1, p2, beta, dtype) if backend in _KERNELS else None
+        lay = kernel_layout(x, p1, p2, beta, dtype) if backend in _KERNELS else None
         if lay is None:
             backend = 'torch'
         ctx.backend = backend
@@ -305,8 +204,7 @@ class AconFunction(torch.autograd.Function):
             if q is not None:
                 y = y.add_(q * xf)
             return y.to(x.dtype)
-        y = _KERNELS[backend][0](x.detach().contiguous(), lay)
-        return _as_input_layout(y.to(x.dtype), x)
+        return _KERNELS[backend][0](_kernel_input(x.detach(), lay), lay)
 
     @staticmethod
     @once_differentiable
@@ -340,8 +238,7 @@ class AconFunction(torch.autograd.Function):
                 dbeta = _sum_to(gf * u * u * ss, beta)
             return dx, dp1, dp2, dbeta, None
         lay = ctx.layout
-        dxc, dp1c, dp2c, dbc = _KERNELS[ctx.backend][1](gout.contiguous(), x.contiguous(),
-                                                        lay)
+        dxc, dp1c, dp2c, dbc = _KERNELS[ctx.backend][1](gout, _kernel_input(x, lay), lay)
         if need_x:
             # no .view(): autograd adds other gradients of x (e.g. meta-ACON's switch
             # generator) in place only into a tensor that is not a view
@@ -351,13 +248,21 @@ class AconFunction(torch.autograd.Function):
         if need_p2:
             dp2 = _channel_grad(dp2c, p2, x.dim())
         if need_beta:
-            if lay.bsl:  # per-pixel beta: (N, L)
+            if lay.bmode == BETA_FULL:  # x-sized
+                dbeta = _sum_to(dbc.view(x.shape), beta)
+            elif lay.bmode == BETA_PIX:  # per-pixel beta: (N, L)
                 dbeta = _sum_to(dbc.view((lay.N, 1) + tuple(x.shape[2:])), beta)
             elif dbc.numel() == beta.numel():
                 dbeta = dbc.view(beta.shape).to(beta.dtype)
             else:  # beta broadcast over dimensions of size one in x
                 dbeta = _sum_to(dbc.view(lay.bshape), beta)
         return dx, dp1, dp2, dbeta, None
+
+
+def _kernel_input(x: Tensor, lay) -> Tensor:
+    """``x`` as the kernels take it: as is when contiguous or channels_last (NHWC
+    kernels); a non-dense input (a slice) is copied to contiguous, once per pass."""
+    return x if lay.nhwc or x.is_contiguous() else x.contiguous()
 
 
 def _channel_grad(g: Tensor, p: Tensor, ndim: int) -> Tensor:
@@ -371,6 +276,8 @@ def _channel_grad(g: Tensor, p: Tensor, ndim: int) -> Tensor:
 # Dispatch
 # --------------------------------------------------------------------------
 _warned_fallback = set()
+#: (device, dtype) -> None (the Triton probe passed) or why it failed
+_triton_probe_results: Dict[Tuple[torch.device, torch.dtype], Optional[str]] = {}
 
 
 def _triton_available() -> bool:
@@ -379,6 +286,41 @@ def _triton_available() -> bool:
     except ImportError:
         return False
     return triton_available()
+
+
+def _probe_triton(device: torch.device, dtype: torch.dtype) -> Optional[str]:
+    """Run :func:`acon_mm.ops.triton_kernel.probe`: ``None`` if the kernels compiled,
+    launched and matched the PyTorch formula, else the reason (exception text)."""
+    try:
+        from .triton_kernel import probe
+        probe(device, dtype)
+    except Exception as e:  # noqa: BLE001 - any failure means: do not use Triton here
+        return f'{type(e).__name__}: {e}'.strip()
+    return None
+
+
+def _cuda_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """``'triton'`` or ``'torch'`` for a CUDA tensor of ``dtype`` on ``device``.
+
+    Triton is used when it is available (:func:`~.triton_kernel.triton_available`,
+    which honours ``ACON_MM_DISABLE_TRITON=1``) and the one-time probe passed for this
+    device and dtype; the first failure warns once, with the reason, and that device
+    and dtype keep the PyTorch fused function for the rest of the process.
+    """
+    if not _triton_available():
+        if 'triton' not in _warned_fallback:
+            _warned_fallback.add('triton')
+            warnings.warn('acon_mm: Triton is not available; fused ACON on CUDA uses '
+                          'the PyTorch fused function (memory efficient, slower)')
+        return 'torch'
+    key = (device, dtype)
+    if key not in _triton_probe_results:
+        reason = _triton_probe_results[key] = _probe_triton(device, dtype)
+        if reason is not None:
+            warnings.warn(f'acon_mm: the Triton ACON kernels failed their first-use check '
+                          f'on {device} ({dtype}): {reason}; using the PyTorch fused '
+                          'function there for the rest of the process')
+    return 'triton' if _triton_probe_results[key] is None else 'torch'
 
 
 def acon_backend(x: Tensor, impl: Optional[str] = None) -> str:
@@ -403,12 +345,7 @@ def acon_backend(x: Tensor, impl: Optional[str] = None) -> str:
         if load_cpu_ext() is not None:
             return 'cpu'
     elif x.device.type == 'cuda' and x.dtype != torch.float64:
-        if _triton_available():
-            return 'triton'
-        if 'triton' not in _warned_fallback:
-            _warned_fallback.add('triton')
-            warnings.warn('acon_mm: Triton is not available; fused ACON on CUDA uses '
-                          'the PyTorch fused function (memory efficient, slower)')
+        return _cuda_backend(x.device, x.dtype)
     return 'torch'
 
 

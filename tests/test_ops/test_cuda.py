@@ -203,3 +203,86 @@ def test_pspnet_metaacon_amp_train_step():
     losses = amp_train_steps(
         'configs/pspnet/pspnet_r50-d8-metaacon_4xb2-80k_cityscapes-512x1024.py', _seg_batch)
     assert all(torch.isfinite(torch.tensor(losses))), losses
+
+
+# --------------------------------------------------------------------------
+# Triton dispatch: probe, channels_last without copies, bounded recompilation
+# --------------------------------------------------------------------------
+def test_triton_probe_passed_for_every_dtype():
+    from acon_mm.ops import acon_func
+    for dtype in DTYPES:
+        x = _input('contiguous', dtype)
+        assert acon_backend(x) == 'triton'
+        assert acon_func._triton_probe_results[(x.device, dtype)] is None
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=str)
+def test_channels_last_saves_the_input_itself(dtype):
+    """Nothing full-size is saved but ``x`` (no contiguous copy); y and dx channels_last."""
+    x = _input('channels_last', dtype, shape=(4, 32, 20, 24)).requires_grad_()
+    layer = AconC(32).cuda()
+    full = []
+
+    def pack(t):
+        if t.numel() >= x.numel():
+            full.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = layer(x)
+    assert full and all(t.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+                        for t in full)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.backward(torch.randn_like(y))  # randn_like keeps channels_last
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+def test_no_full_size_copies(layout):
+    """Forward allocates y only, backward dx only (memory_allocated peaks)."""
+    x = _input(layout, torch.float16, shape=(8, 64, 56, 56)).requires_grad_()
+    nbytes = x.numel() * x.element_size()
+    p1 = torch.randn(1, 64, 1, 1, device='cuda', requires_grad=True)
+    p2 = torch.randn(1, 64, 1, 1, device='cuda', requires_grad=True)
+    beta = torch.rand(1, 64, 1, 1, device='cuda', requires_grad=True)
+    acon(x, p1, p2, beta).backward(torch.ones_like(x))  # compile / probe first
+    gout = torch.randn_like(x)
+    x.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    y = acon(x, p1, p2, beta)
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() - base <= nbytes * 1.05 + 2**20
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    y.backward(gout)
+    torch.cuda.synchronize()
+    assert torch.cuda.max_memory_allocated() - base <= nbytes * 1.05 + 2**20
+
+
+def test_multi_scale_does_not_recompile_per_size():
+    from acon_mm.ops import triton_kernel, triton_nhwc
+    kernels = [triton_kernel._acon_fwd_kernel, triton_kernel._acon_bwd_row_kernel,
+               triton_nhwc._acon_fwd_nhwc_kernel, triton_nhwc._acon_bwd_nhwc_kernel]
+    if not all(hasattr(k, 'device_caches') for k in kernels):
+        pytest.skip('this Triton version has no JITFunction.device_caches')
+
+    def count():
+        return [sum(len(c[0]) for c in k.device_caches.values()) for k in kernels]
+
+    layer = AconC(32).cuda()
+    for H, W in [(40, 48), (44, 53)]:  # warm both L % 16 flags of the bucket
+        for cl in (False, True):
+            x = _input('channels_last' if cl else 'contiguous', torch.float16,
+                       shape=(2, 32, H, W))
+            layer(x.requires_grad_()).sum().backward()
+    before = count()
+    for H in range(33, 61, 3):  # 10 new sizes, L in (1024, 4096]: the same bucket
+        for W in (37, 48):
+            for cl in (False, True):
+                x = _input('channels_last' if cl else 'contiguous', torch.float16,
+                           shape=(2, 32, H, W))
+                layer(x.requires_grad_()).sum().backward()
+    after = count()
+    assert after == before, (before, after)  # no new variant for 40 new image sizes

@@ -24,13 +24,33 @@ small random images, CPU, forward+backward+SGD step) with the backbone ``ResNetA
 built by the same code with ``acon_cfg=dict(type='MetaAconC')`` vs
 ``dict(type='ReLU')``; target <= 1.15x.
 
+On a GPU (``--device cuda``; the CPU run above is the default and unchanged), per
+layer (fused AconC, SwishBeta, MetaAconC, AconA, AconB; nn.SiLU, nn.ReLU), for float32
+and bfloat16 (``--dtypes``; bfloat16 runs under ``torch.autocast``) and contiguous and
+channels_last inputs, on the same four shapes (batch 64 by default):
+
+* forward+backward time, timed with ``torch.cuda.Event`` (warm-up, then the median
+  over interleaved rounds of ``--inner`` steps each), summed over the shapes, and its
+  ratio to nn.SiLU;
+* achieved bandwidth: the bytes of the minimal fused pass, ``5 |x|`` (forward reads
+  ``x`` and writes ``y``, backward reads ``x`` and ``gout`` and writes ``dx``; ``|x|``
+  the input's bytes) summed over the shapes, divided by the time, in GB/s and as a
+  fraction of the GPU's peak bandwidth (``--peak-gbs``, else ``2 x memory clock x bus
+  width`` from ``torch.cuda.get_device_properties()`` where torch exposes them, else
+  a table of known GPUs, H200: 4800 GB/s);
+* targets: ACON-C and SwishBeta <= 1.2x SiLU and >= 70 % of the peak bandwidth,
+  meta-ACON-C <= 1.5x SiLU; the RetinaNet-R50 train step (as above, on the GPU with
+  AMP: float16 autocast and a gradient scaler) meta-ACON / ReLU <= 1.10.
+
 Usage::
 
     python tools/analysis_tools/benchmark_acon.py               # full run
     python tools/analysis_tools/benchmark_acon.py --quick       # fewer repeats, smaller
     python tools/analysis_tools/benchmark_acon.py --skip-detector --batch 4
+    python tools/analysis_tools/benchmark_acon.py --device cuda --json cuda.json
 
-The exit status is 0 when all targets pass, 1 otherwise.
+``--json FILE`` (or ``--out FILE``) writes the results, with every target's text and
+PASS (``ok``), as JSON. The exit status is 0 when all targets pass, 1 otherwise.
 """
 import argparse
 import copy
@@ -62,11 +82,22 @@ LAYERS = {
 # layer -> (max time ratio to nn.SiLU, max saved bytes / input bytes)
 TARGETS = {'AconC': (1.5, 1.1), 'SwishBeta': (1.5, 1.1), 'MetaAconC': (1.6, 1.2)}
 DETECTOR_TARGET = 1.15
+# CUDA: layer -> max time ratio to nn.SiLU; min fraction of the peak bandwidth
+CUDA_TARGETS = {'AconC': 1.2, 'SwishBeta': 1.2, 'MetaAconC': 1.5}
+CUDA_BW_TARGET = 0.7
+CUDA_BW_LAYERS = ('AconC', 'SwishBeta')
+CUDA_DETECTOR_TARGET = 1.10
+#: peak memory bandwidth (GB/s) of GPUs whose properties do not give it
+PEAK_GBS_BY_NAME = {'H200': 4800.0, 'H100': 3350.0}
+DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 
-def parse_args():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--batch', type=int, default=8, help='batch size of the activations')
+    p.add_argument('--device', choices=('cpu', 'cuda'), default='cpu',
+                   help='cpu (default) or cuda (the GPU benchmark)')
+    p.add_argument('--batch', type=int, default=None,
+                   help='batch size of the activations (default 8, on CUDA 64)')
     p.add_argument('--repeats', type=int, default=None,
                    help='timed rounds per shape (default 15, --quick 5)')
     p.add_argument('--quick', action='store_true',
@@ -81,8 +112,27 @@ def parse_args():
     p.add_argument('--stat', choices=('median', 'min'), default='median',
                    help='statistic over the interleaved repeats (min: the least '
                    'disturbed run, for a busy shared machine)')
-    p.add_argument('--out', default=None, help='write the results as JSON here')
-    return p.parse_args()
+    p.add_argument('--out', '--json', dest='out', default=None, metavar='FILE',
+                   help='write the results as JSON here')
+    p.add_argument('--peak-gbs', type=float, default=None,
+                   help='CUDA: peak memory bandwidth in GB/s (default: from the device '
+                   'properties, else known GPUs)')
+    p.add_argument('--dtypes', default='fp32,bf16',
+                   help='CUDA: comma-separated dtypes among fp32, bf16, fp16')
+    p.add_argument('--inner', type=int, default=10,
+                   help='CUDA: steps per timed round (one pair of CUDA events)')
+    args = p.parse_args(argv)
+    if args.device == 'cuda':
+        if not torch.cuda.is_available():
+            p.error('--device cuda: CUDA is not available here (torch '
+                    f'{torch.__version__}, built with CUDA {torch.version.cuda}); run it on '
+                    'a machine with a GPU and a CUDA build of torch')
+        bad = [d for d in args.dtypes.split(',') if d not in DTYPES]
+        if bad:
+            p.error(f'--dtypes: unknown {bad}; valid: {list(DTYPES)}')
+    if args.batch is None:
+        args.batch = 64 if args.device == 'cuda' else 8
+    return args
 
 
 # --------------------------------------------------------------------------
@@ -341,10 +391,208 @@ def bench_detector(args) -> tuple:
                  saved_mib={k: v / 2**20 for k, v in saved.items()}, ratio=ratio))
 
 
+# --------------------------------------------------------------------------
+# CUDA (--device cuda)
+# --------------------------------------------------------------------------
+def fused_pass_bytes(x: torch.Tensor) -> int:
+    """Bytes moved by the minimal fused forward+backward pass over ``x``: forward reads
+    ``x`` and writes ``y``, backward reads ``x`` and ``gout`` and writes ``dx``, i.e.
+    ``5 x.numel() x.element_size()`` (parameters and per-channel sums are negligible)."""
+    return 5 * x.numel() * x.element_size()
+
+
+def peak_bandwidth_gbs(props, override: float = None):
+    """Peak memory bandwidth in GB/s: ``override`` (``--peak-gbs``), else
+    ``2 x memory clock (kHz) x bus width (bits) / 8`` from the device properties where
+    torch exposes them, else :data:`PEAK_GBS_BY_NAME` by device name, else ``None``."""
+    if override:
+        return float(override)
+    clock = getattr(props, 'memory_clock_rate', None)
+    bus = getattr(props, 'memory_bus_width', None)
+    if clock and bus:
+        return 2 * clock * 1e3 * bus / 8 / 1e9
+    name = getattr(props, 'name', '') or ''
+    for key, gbs in PEAK_GBS_BY_NAME.items():
+        if key in name:
+            return gbs
+    return None
+
+
+def cuda_times(steps: dict, repeats: int, inner: int, warmup: int = 3) -> dict:
+    """Median seconds per step of each candidate, from ``torch.cuda.Event`` pairs
+    around ``inner`` consecutive steps, the candidates interleaved in rotating order."""
+    names = list(steps)
+    for _ in range(warmup):
+        for n in names:
+            steps[n]()
+    torch.cuda.synchronize()
+    times = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names[r % len(names):] + names[:r % len(names)]:
+            reset = getattr(steps[n], 'reset', None)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                if reset is not None:
+                    reset()
+                steps[n]()
+            end.record()
+            end.synchronize()
+            times[n].append(start.elapsed_time(end) / 1e3 / inner)
+    return {n: statistics.median(v) for n, v in times.items()}
+
+
+def make_cuda_step(module: nn.Module, x: torch.Tensor, gout: torch.Tensor):
+    """Like :func:`make_step` with the fused implementation; half-precision inputs run
+    under ``torch.autocast`` (the parameters stay float32, as in AMP training)."""
+    step = make_step(module, 'fused', x, gout)
+    if x.dtype == torch.float32:
+        return step
+
+    def amp_step():
+        with torch.autocast('cuda', dtype=x.dtype):
+            step()
+
+    amp_step.reset = step.reset
+    return amp_step
+
+
+def bench_activations_cuda(args, peak) -> tuple:
+    repeats = args.repeats or (5 if args.quick else 15)
+    dev = torch.device(args.device)
+    verdicts, table = [], []
+    for dname in args.dtypes.split(','):
+        dtype = DTYPES[dname]
+        for layout in ('contiguous', 'channels_last'):
+            res = {}  # name -> per-shape seconds
+            nbytes = 0
+            backend = None
+            for C, S in STAGES:
+                torch.manual_seed(0)
+                x = torch.randn(args.batch, C, S, S, device=dev).to(dtype)
+                gout = torch.randn_like(x)
+                if layout == 'channels_last':
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    gout = gout.contiguous(memory_format=torch.channels_last)
+                nbytes += fused_pass_bytes(x)
+                backend = acon_backend(x, 'fused')
+                modules = {'nn.ReLU': nn.ReLU(), 'nn.SiLU': nn.SiLU()}
+                for name, ctor in LAYERS.items():
+                    m = ctor(C).to(dev)
+                    with torch.no_grad():
+                        for pname, p in m.named_parameters(recurse=False):
+                            if pname == 'beta':
+                                p.uniform_(0.5, 1.5)
+                    modules[name] = m
+                steps = {k: make_cuda_step(m, x, gout) for k, m in modules.items()}
+                times = cuda_times(steps, repeats, args.inner)
+                for k, t in times.items():
+                    res.setdefault(k, []).append(t)
+                del steps, modules, x, gout
+            silu = sum(res['nn.SiLU'])
+            print(f'\nCUDA activations {dname} {layout}, batch {args.batch} (fused backend: '
+                  f'{backend}); time = sum over the shapes of the median fwd+bwd time')
+            print(f'{"layer":<10} {"time ms":>8} {"/SiLU":>6} {"GB/s":>8} {"of peak":>8}  '
+                  'target')
+            for name, ts in res.items():
+                total = sum(ts)
+                ratio = total / silu
+                gbs = nbytes / total / 1e9
+                frac = gbs / peak if peak else None
+                target = ''
+                if name in CUDA_TARGETS:
+                    tt = CUDA_TARGETS[name]
+                    ok = ratio <= tt
+                    text = f'CUDA {dname} {layout} {name}: {ratio:.2f}x SiLU (<= {tt})'
+                    if name in CUDA_BW_LAYERS:
+                        ok_bw = frac is not None and frac >= CUDA_BW_TARGET
+                        text += (f', {gbs:.0f} GB/s = ' +
+                                 (f'{frac:.0%}' if frac is not None else 'unknown') +
+                                 f' of peak (>= {CUDA_BW_TARGET:.0%})')
+                        ok = ok and ok_bw
+                    verdicts.append((text, ok))
+                    target = 'PASS' if ok else 'FAIL'
+                frac_s = f'{frac:8.1%}' if frac is not None else f'{"-":>8}'
+                print(f'{name:<10} {total * 1e3:8.3f} {ratio:6.2f} {gbs:8.1f} {frac_s}  '
+                      f'{target}')
+                table.append(dict(dtype=dname, layout=layout, layer=name, backend=backend
+                                  if name not in ('nn.ReLU', 'nn.SiLU') else 'torch',
+                                  time_ms=total * 1e3, ratio_silu=ratio, gbs=gbs,
+                                  bw_fraction=frac, bytes=nbytes,
+                                  per_shape_ms=[t * 1e3 for t in ts]))
+    return verdicts, table
+
+
+def bench_detector_cuda(args) -> tuple:
+    from acon_mm.models.backbones import ResNetACON  # noqa: F401
+    size = args.det_size or (320 if args.quick else 512)
+    repeats = args.det_repeats or (5 if args.quick else 15)
+    torch.manual_seed(0)
+    models = {'ReLU': build_retinanet(dict(type='ReLU')).cuda(),
+              'MetaAconC': build_retinanet(dict(type='MetaAconC')).cuda()}
+    data = make_det_batch(args.det_batch, size)
+    steps = {}
+    for name, model in models.items():
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        scaler = torch.amp.GradScaler('cuda')
+
+        def step(model=model, opt=opt, scaler=scaler):
+            batch = model.data_preprocessor(copy.deepcopy(data), True)
+            with torch.autocast('cuda', dtype=torch.float16):
+                losses = model(**batch, mode='loss')
+                loss, _ = model.parse_losses(losses)
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+        steps[name] = step
+    times = cuda_times(steps, repeats, inner=1, warmup=3)
+    ratio = times['MetaAconC'] / times['ReLU']
+    ok = ratio <= CUDA_DETECTOR_TARGET
+    print(f'\nRetinaNet-R50 AMP train step on CUDA (batch {args.det_batch}, {size}x{size}; '
+          f'median of {repeats} interleaved steps):')
+    for name in models:
+        print(f'  {name:<10} {times[name] * 1e3:9.2f} ms')
+    print(f'  meta-ACON / ReLU: {ratio:.3f}x (target <= {CUDA_DETECTOR_TARGET})  '
+          f'{"PASS" if ok else "FAIL"}')
+    return ([(f'CUDA RetinaNet-R50 meta-ACON AMP train step: {ratio:.3f}x ReLU '
+              f'(<= {CUDA_DETECTOR_TARGET})', ok)],
+            dict(size=size, batch=args.det_batch, amp='float16',
+                 times_ms={k: v * 1e3 for k, v in times.items()}, ratio=ratio))
+
+
+def main_cuda(args) -> int:
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    peak = peak_bandwidth_gbs(props, args.peak_gbs)
+    peak_s = f'{peak:.0f} GB/s' if peak else 'unknown (pass --peak-gbs)'
+    print(f'GPU: {props.name}, torch {torch.__version__}, CUDA {torch.version.cuda}; '
+          f'peak memory bandwidth {peak_s}')
+    verdicts, table = bench_activations_cuda(args, peak)
+    det = None
+    if not args.skip_detector:
+        v, det = bench_detector_cuda(args)
+        verdicts += v
+    print('\nTargets:')
+    for text, ok in verdicts:
+        print(f'  {"PASS" if ok else "FAIL"}  {text}')
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(dict(device='cuda', gpu=props.name, torch=torch.__version__,
+                           peak_gbs=peak, batch=args.batch, activations=table,
+                           detector=det, targets=[dict(text=t, ok=o) for t, o in verdicts]),
+                      f, indent=2)
+    return 0 if all(ok for _, ok in verdicts) else 1
+
+
 def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.device == 'cuda':
+        return main_cuda(args)
     ext = load_cpu_ext()
     print(f'machine: {machine_name()}')
     if ext is None:
@@ -367,7 +615,8 @@ def main():
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
-            json.dump(dict(machine=machine_name(), batch=args.batch, activations=table,
+            json.dump(dict(device='cpu', machine=machine_name(), batch=args.batch,
+                           activations=table,
                            detector=det, targets=[dict(text=t, ok=o) for t, o in verdicts]),
                       f, indent=2)
     return 0 if all(ok for _, ok in verdicts) else 1
