@@ -27,6 +27,8 @@ from mmengine.runner import Runner  # noqa: E402
 from acon_mm.engine.runner_utils import (  # noqa: E402
     NoCUDAError, TASKS, adapt_cfg_to_device, config_task, init_cpu_distributed,
     register_task_modules, set_data_root, warn_all)
+from acon_mm.engine.input_convention import (  # noqa: E402
+    InputConventionError, check_input_convention)
 
 
 def parse_args(argv=None):
@@ -129,6 +131,12 @@ def main(argv=None):
         print(f'ERROR: checkpoint {args.checkpoint!r} does not exist',
               file=sys.stderr)
         sys.exit(2)
+    try:  # the checkpoints against the config's data_preprocessor
+        convention_msgs = check_input_convention(
+            cfg, checkpoints=[args.checkpoint], logger=None)
+    except InputConventionError as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        sys.exit(2)
     try:
         msgs = adapt_cfg_to_device(cfg, args.launcher, allow_cpu=args.cpu)
     except NoCUDAError as err:
@@ -136,7 +144,7 @@ def main(argv=None):
         sys.exit(2)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
-    warn_all(msgs)
+    warn_all(msgs + convention_msgs)
     metrics = runner.test()
     if runner.rank == 0:
         print_log(f'acon-mm: {TASKS[task]} metrics of {args.checkpoint}: '

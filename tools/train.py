@@ -10,7 +10,9 @@ modules to register. Without CUDA the run stops, unless ``--cpu`` (or
 ``ACON_MM_ALLOW_CPU=1``) asks for the CPU: then the distributed backend becomes
 gloo and SyncBN becomes BN, each with a warning. Pretrained
 backbone weights named by an ``init_cfg`` are checked before anything is
-built; a missing file is reported with the converter command that writes it.
+built; a missing file is reported with the converter command that writes it,
+and weights whose recorded input convention (e.g. BGR 0-255, no mean/std)
+contradicts the config's data_preprocessor stop the run.
 """
 import argparse
 import logging
@@ -28,6 +30,8 @@ from acon_mm.engine.runner_utils import (  # noqa: E402
     MissingPretrainedError, NoCUDAError, TASKS, adapt_cfg_to_device, check_pretrained_files,
     config_task, init_cpu_distributed, register_task_modules, set_data_root,
     warn_all)
+from acon_mm.engine.input_convention import (  # noqa: E402
+    InputConventionError, check_input_convention)
 
 
 def parse_args(argv=None):
@@ -117,6 +121,11 @@ def main(argv=None):
     except MissingPretrainedError as err:
         print(f'ERROR: {err}', file=sys.stderr)
         sys.exit(2)
+    try:  # pretrained weights against the config's data_preprocessor
+        convention_msgs = check_input_convention(cfg, logger=None)
+    except InputConventionError as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        sys.exit(2)
     try:
         msgs = adapt_cfg_to_device(cfg, args.launcher, allow_cpu=args.cpu)
     except NoCUDAError as err:
@@ -124,7 +133,7 @@ def main(argv=None):
         sys.exit(2)
     init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
-    warn_all(msgs)
+    warn_all(msgs + convention_msgs)
     print_log(f'acon-mm: {TASKS[task]} config {args.config}, work dir '
               f'{osp.abspath(cfg.work_dir)}', logger='current')
     runner.train()

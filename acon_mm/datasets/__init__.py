@@ -1,19 +1,22 @@
 """Data sets that name bad data: file, annotation id, value.
 
 ``ValidatedCocoDataset`` (mmdet) and ``ValidatedCityscapesDataset`` (mmseg)
-are drop-in replacements for ``CocoDataset`` / ``CityscapesDataset``
+are drop-in replacements for ``CocoDataset`` / ``CityscapesDataset``,
+``ValidatedImageNet`` reads ImageNet's folder / ``meta/*.txt`` layouts
 (``dataset=dict(type='ValidatedCocoDataset', ...)``); the checks themselves
 are plain functions usable on their own (:func:`check_coco`,
 :func:`check_seg_map`).
 """
 import importlib.util
 
+from .imagenet import ValidatedImageNet
+from .transforms import OfficialResizeShortSide
 from .validation import (DataSampleError, DataValidationError, check_coco,
                          check_seg_map, format_problems)
 
 __all__ = [
     'DataSampleError', 'DataValidationError', 'check_coco', 'check_seg_map',
-    'format_problems'
+    'format_problems', 'ValidatedImageNet', 'OfficialResizeShortSide'
 ]
 
 # mmdet and mmseg are part of the pinned stack; stay importable without them

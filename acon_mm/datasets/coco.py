@@ -30,6 +30,15 @@ class ValidatedCocoDataset(GuardedPipelineMixin, CocoDataset):
     with their annotation id, image id and file name according to
     ``bad_box`` (stock mmdet drops such boxes silently).
 
+    The config's classes (``metainfo['classes']``, COCO's 80 by default) are
+    checked against the file's ``categories``: none in common (e.g. a COCO
+    config on a data set of other classes) raises
+    :class:`~acon_mm.datasets.DataValidationError` naming the file, its
+    categories, the config's classes and how to set ``metainfo``; so does a
+    training set that is empty after mmdet's filtering (``filter_cfg``), where
+    mmengine would otherwise die in numpy (``need at least one array to
+    concatenate``). Classes missing from the file are logged.
+
     While training, a sample whose image size differs from the size the
     annotation file gives, or any exception in a transform, is raised as
     :class:`~acon_mm.datasets.DataSampleError` naming the image, its
@@ -83,11 +92,54 @@ class ValidatedCocoDataset(GuardedPipelineMixin, CocoDataset):
             coco.cat_img_map = coco.catToImgs
             return coco
 
+        self._check_classes(data)
         self.COCOAPI = from_parsed  # the file is parsed once, above
         try:
             return super().load_data_list()
         finally:
             del self.COCOAPI
+
+    def _how_to_set_classes(self, names: List[str]) -> str:
+        return (f'Set the classes of the data set in the config: '
+                f'metainfo=dict(classes={tuple(names)!r}) in '
+                'train_dataloader.dataset, val_dataloader.dataset and '
+                'test_dataloader.dataset, and model.bbox_head.num_classes='
+                f'{len(names)} (see configs/demo/retinanet_r18-aconc_fpn_demo.py)')
+
+    def _check_classes(self, data: Dict[str, Any]) -> None:
+        """Refuse a config whose classes are not in the file's categories."""
+        names = [c.get('name') for c in data.get('categories', [])]
+        classes = list(self.metainfo.get('classes') or ())
+        if not classes:
+            return
+        common = [c for c in classes if c in names]
+        shown = classes if len(classes) <= 12 else classes[:12] + ['...']
+        if not common:
+            raise DataValidationError(
+                f'{self.ann_file}: none of the {len(classes)} classes of the '
+                f'config ({shown}) is a category of this file; its categories '
+                f'are {names}. Every image would be dropped (training) or '
+                f'scored against nothing (evaluation). '
+                + self._how_to_set_classes(names))
+        missing = [c for c in classes if c not in names]
+        if missing:
+            print_log(f'{self.ann_file}: classes of the config that are not '
+                      f'categories of this file (no annotation will have '
+                      f'them): {missing}', logger='current', level=30)
+
+    def filter_data(self) -> List[dict]:
+        """mmdet's filtering; an empty result is refused with the reason."""
+        kept = super().filter_data()
+        if not kept and self.data_list:
+            classes = list(self.metainfo.get('classes') or ())
+            raise DataValidationError(
+                f'{self.ann_file}: all {len(self.data_list)} images were '
+                f'dropped by filter_cfg={self.filter_cfg} (images without an '
+                f'annotation of the config\'s classes {classes[:12]}'
+                f'{"..." if len(classes) > 12 else ""} or smaller than '
+                'min_size). Check that the annotations use these classes, or '
+                'set metainfo=dict(classes=...) to the categories of the file.')
+        return kept
 
     def parse_data_info(self, raw_data_info: dict) -> Dict[str, Any]:
         data_info = super().parse_data_info(raw_data_info)

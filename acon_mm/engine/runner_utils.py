@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 #: default_scope -> what the config trains
-TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
+TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation',
+         'mmpretrain': 'classification'}
 
 CONVERTER = 'tools/model_converters/acon_official_to_mm.py'
 
@@ -72,9 +73,10 @@ def config_task(cfg: Config) -> str:
     if scope not in TASKS:
         raise ValueError(
             f'config {cfg.filename or "<in memory>"}: default_scope={scope!r}; '
-            f'acon-mm tools run detection (default_scope=\'mmdet\') and '
-            "segmentation (default_scope='mmseg') configs. Inherit a stock "
-            "config (e.g. _base_ = 'mmdet::retinanet/...') or set default_scope.")
+            f'acon-mm tools run detection (default_scope=\'mmdet\'), '
+            "segmentation (default_scope='mmseg') and ImageNet classification "
+            "(default_scope='mmpretrain') configs. Inherit a stock config "
+            "(e.g. _base_ = 'mmdet::retinanet/...') or set default_scope.")
     return scope
 
 
@@ -203,13 +205,38 @@ def _is_local(path: Any) -> bool:
     return isinstance(path, str) and '://' not in path
 
 
+#: the configs that pretrain backbones on ImageNet (tools/train.py writes
+#: work_dirs/<config name>/iter_<N>.pth)
+IMAGENET_CONFIG_DIR = 'configs/imagenet'
+
+
+def _imagenet_config_for(ckpt: str) -> Optional[str]:
+    """``configs/imagenet/<name>.py`` if ``ckpt`` is in ``.../<name>/``."""
+    parent = osp.basename(osp.dirname(osp.normpath(ckpt)))
+    cfg = osp.join(IMAGENET_CONFIG_DIR, parent + '.py')
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    found = parent and (osp.isfile(cfg) or osp.isfile(osp.join(root, cfg)))
+    return cfg if found else None
+
+
 def _hint(ckpt: str) -> str:
     name = osp.basename(ckpt)
-    if any(k in name for k in ('relu', 'swish')):
+    imagenet_cfg = _imagenet_config_for(ckpt)
+    if imagenet_cfg is not None:
+        act = next((a for a in ('relu', 'swish') if a in imagenet_cfg), None)
+        lead = ('There is no official ImageNet checkpoint of this activation '
+                'in the ACON layout: pretrain it' if act else
+                'It is written by ImageNet pretraining')
+        return (f'{lead} with the official recipe:\n'
+                f'    python tools/train.py {imagenet_cfg}\n'
+                f'(or point the init_cfg to another checkpoint of that run)')
+    if any(k in ckpt for k in ('relu', 'swish')):
         return (
             'There is no official ImageNet checkpoint of this activation in '
-            'the ACON layout: pretrain the same backbone on ImageNet (e.g. '
-            'with mmpretrain) and save its backbone weights there')
+            'the ACON layout: pretrain the same backbone on ImageNet with a '
+            f'config of {IMAGENET_CONFIG_DIR}/ (python tools/train.py '
+            f"{IMAGENET_CONFIG_DIR}/<network>-<activation>_...py) and load "
+            "its checkpoint with prefix='backbone.'")
     arch = name.replace('_mm.pth', '')
     return ('Convert the official ImageNet checkpoint first:\n'
             f'    python {CONVERTER} <official {arch} checkpoint> {ckpt}')

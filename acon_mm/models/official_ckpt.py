@@ -14,6 +14,18 @@ Usage::
     python tools/model_converters/acon_official_to_mm.py SRC DST [--arch NAME]
 
 then ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` in the backbone config.
+
+**Input convention.** The official networks were trained (and evaluated) on raw
+BGR pixels in 0..255, without mean subtraction or std division (their
+``ToBGRTensor``). That convention is a property of the weights, so the
+converter writes it into the checkpoint, ``meta['input_convention']`` =
+:data:`OFFICIAL_INPUT_CONVENTION`, and
+:func:`acon_mm.engine.check_input_convention` compares it with a config's
+``data_preprocessor`` before a run starts.
+
+With ``keep_head=True`` (``--keep-head``) the classifier is kept and the output
+is an mmpretrain ``ImageClassifier`` checkpoint (``backbone.*``, ``head.fc.*``)
+for ``tools/test.py configs/imagenet/...`` (ImageNet top-1/top-5).
 """
 import copy
 import os
@@ -28,11 +40,13 @@ from torch import Tensor
 from ..utils.io import (atomic_save, format_keys, safe_torch_load,
                         strip_module_prefix)
 from ..version import __version__
-from .backbones import meta_acon_reduction
+from .backbones.shufflenetv2_acon import meta_acon_reduction
 
 __all__ = [
-    'OFFICIAL_ARCHS', 'ConversionError', 'detect_arch', 'expected_layout',
-    'extract_state_dict', 'convert_state_dict', 'convert_checkpoint'
+    'OFFICIAL_ARCHS', 'OFFICIAL_INPUT_CONVENTION', 'INPUT_CONVENTION_KEY',
+    'ConversionError', 'detect_arch', 'expected_layout',
+    'extract_state_dict', 'convert_state_dict', 'convert_checkpoint',
+    'classifier_state_dict', 'HEAD_KEYS'
 ]
 
 
@@ -54,6 +68,19 @@ def _official_archs() -> Dict[str, dict]:
 
 #: official network name -> the acon-mm backbone config that loads it
 OFFICIAL_ARCHS: Dict[str, dict] = _official_archs()
+
+#: What the official networks take as input (every official train.py, training
+#: and evaluation alike): PIL decodes RGB, ``ToBGRTensor`` flips it to BGR and
+#: keeps the 0..255 values as float, no mean subtraction, no std division.
+#: ``channel_order`` is the order of the tensor the network sees,
+#: ``value_range`` the maximum pixel value, ``mean``/``std`` per channel of that
+#: tensor (``(x - mean) / std``). This is the one definition in acon-mm.
+OFFICIAL_INPUT_CONVENTION: Dict[str, Any] = dict(
+    channel_order='bgr', value_range=255, mean=[0.0, 0.0, 0.0],
+    std=[1.0, 1.0, 1.0])
+
+#: the key of a checkpoint's ``meta`` that holds its input convention
+INPUT_CONVENTION_KEY = 'input_convention'
 
 #: keys of the ImageNet classifier, dropped by the conversion
 CLASSIFIER_PREFIXES = {'ResNetACON': ('fc.', ), 'ShuffleNetV2ACON': ('classifier.', )}
@@ -195,13 +222,65 @@ def convert_state_dict(
     return converted, info
 
 
+#: official classifier tensor -> mmpretrain ``LinearClsHead`` tensor
+HEAD_KEYS = {
+    'ResNetACON': {'fc.weight': 'head.fc.weight', 'fc.bias': 'head.fc.bias'},
+    'ShuffleNetV2ACON': {'classifier.0.weight': 'head.fc.weight',
+                         'classifier.0.bias': 'head.fc.bias'},
+}
+
+
+def classifier_state_dict(sd: Dict[str, Tensor], converted: Dict[str, Tensor],
+                          backbone_type: str,
+                          src: str = '<checkpoint>') -> 'OrderedDict[str, Tensor]':
+    """An mmpretrain ``ImageClassifier`` state dict: ``backbone.*`` + ``head.fc.*``.
+
+    Args:
+        sd: the official tensors (``module.`` prefixes allowed).
+        converted: the converted backbone (:func:`convert_state_dict`).
+        backbone_type: ``'ResNetACON'`` or ``'ShuffleNetV2ACON'``.
+        src: name used in error messages.
+
+    Raises:
+        ConversionError: the classifier tensors are missing or not 2-d/1-d.
+    """
+    sd = extract_state_dict(sd, src)
+    mapping = HEAD_KEYS[backbone_type]
+    missing = [k for k in mapping if k not in sd]
+    if missing:
+        raise ConversionError(
+            f'{src}: --keep-head needs the classifier tensors {list(mapping)} '
+            f'but {missing} are missing. Nothing was written.')
+    w, b = sd[next(iter(mapping))], sd[list(mapping)[1]]
+    if w.dim() != 2 or b.dim() != 1 or b.shape[0] != w.shape[0]:
+        raise ConversionError(
+            f'{src}: classifier weight {tuple(w.shape)} / bias '
+            f'{tuple(b.shape)} are not a linear layer. Nothing was written.')
+    out = OrderedDict((f'backbone.{k}', v) for k, v in converted.items())
+    for k, new in mapping.items():
+        out[new] = sd[k].detach().clone().contiguous()
+    return out
+
+
 def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
-                       verbose: bool = True) -> dict:
+                       verbose: bool = True, keep_head: bool = False) -> dict:
     """Convert the official checkpoint ``src`` into ``dst`` (atomically).
 
     ``src`` is loaded with ``torch.load(..., weights_only=True)``
     (:func:`acon_mm.utils.safe_torch_load`). ``dst`` holds
-    ``{'state_dict': converted, 'meta': {...}}``.
+    ``{'state_dict': converted, 'meta': {...}}``; ``meta`` records the
+    network, the source file and the input convention of the weights
+    (``meta['input_convention']`` = :data:`OFFICIAL_INPUT_CONVENTION`).
+
+    Args:
+        src: the official checkpoint.
+        dst: where to write the converted one.
+        arch: official network name; detected from the keys when ``None``.
+        verbose: print what was done.
+        keep_head: keep the ImageNet classifier and write an mmpretrain
+            ``ImageClassifier`` checkpoint (``backbone.*``, ``head.fc.*``) for
+            ``tools/test.py configs/imagenet/<config> DST``; the default writes
+            the backbone alone (for ``init_cfg=dict(type='Pretrained')``).
 
     Returns:
         dict: the ``meta`` written to ``dst``.
@@ -220,17 +299,37 @@ def convert_checkpoint(src: str, dst: str, arch: Optional[str] = None,
         num_values=int(num_params),
         dropped=info['dropped'],
     )
-    atomic_save({'state_dict': converted, 'meta': meta}, dst)
+    meta[INPUT_CONVENTION_KEY] = copy.deepcopy(OFFICIAL_INPUT_CONVENTION)
+    state_dict = converted
+    if keep_head:
+        state_dict = classifier_state_dict(obj, converted,
+                                           info['backbone']['type'], src)
+        meta['dropped'] = []
+        meta['model'] = 'mmpretrain ImageClassifier (backbone.*, head.fc.*)'
+        meta['num_classes'] = int(state_dict['head.fc.weight'].shape[0])
+    atomic_save({'state_dict': state_dict, 'meta': meta}, dst)
     if verbose:
-        bb = dict(info['backbone'],
-                  init_cfg=dict(type='Pretrained', checkpoint=dst))
         print(f'source      : {src}')
         print(f'architecture: {info["arch"]} '
               f'({"detected from the keys" if info["detected"] else "--arch"})')
         print(f'converted   : {len(converted)} tensors '
               f'({num_params / 1e6:.2f} M values), all keys mapped')
-        print(f'dropped     : {len(info["dropped"])} classifier tensors '
-              f'{info["dropped"]}')
+        if keep_head:
+            print(f'classifier  : kept as head.fc.* '
+                  f'({meta["num_classes"]} classes); backbone keys prefixed '
+                  "'backbone.'")
+        else:
+            print(f'dropped     : {len(info["dropped"])} classifier tensors '
+                  f'{info["dropped"]}')
+        print(f'input       : {OFFICIAL_INPUT_CONVENTION} (recorded in '
+              f"meta['{INPUT_CONVENTION_KEY}']; the config's data_preprocessor "
+              'must match: mean=[0, 0, 0], std=[1, 1, 1], bgr_to_rgb=False)')
         print(f'written     : {dst}')
-        print(f'use it with : backbone={bb}')
+        if keep_head:
+            print('use it with : python tools/test.py '
+                  'configs/imagenet/<matching config> ' + dst)
+        else:
+            bb = dict(info['backbone'],
+                      init_cfg=dict(type='Pretrained', checkpoint=dst))
+            print(f'use it with : backbone={bb}')
     return meta

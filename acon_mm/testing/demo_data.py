@@ -22,6 +22,18 @@ Cityscapes layout written by :func:`make_cityscapes_demo` (``root`` plays
     root/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelTrainIds.png
     root/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
 
+ImageNet layout written by :func:`make_imagenet_demo` (``root`` plays
+``data/imagenet``; mmpretrain's ``CustomDataset`` folder layout and ImageNet's
+``meta/*.txt`` lists both)::
+
+    root/train/<class>/<class>_00000.JPEG ...
+    root/val/<class>/<class>_00000.JPEG ...
+    root/meta/train.txt, root/meta/val.txt    ("<class>/<file> <label>" lines)
+
+One shape of the class (the COCO demo's ``circle``/``square``/``triangle``)
+per image, so a backbone pretrained on it has seen what the demo detector
+looks for.
+
 Label maps hold the 19 train ids 0-18 and 255 (ignore, the ego-vehicle strip
 at the bottom), as ``cityscapesscripts/preparation/createTrainIdLabelImgs.py``
 writes them; ``_labelIds`` hold the matching full Cityscapes ids. A scene is a
@@ -41,7 +53,7 @@ import numpy as np
 
 __all__ = [
     'COCO_DEMO_CLASSES', 'CITYSCAPES_CLASSES', 'make_coco_demo',
-    'make_cityscapes_demo', 'make_demo_data'
+    'make_cityscapes_demo', 'make_imagenet_demo', 'make_demo_data'
 ]
 
 COCO_DEMO_CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
@@ -235,6 +247,60 @@ def make_coco_demo(root: str,
     return out
 
 
+def make_imagenet_demo(root: str,
+                       num_train: int = 60,
+                       num_val: int = 20,
+                       img_size: Tuple[int, int] = (64, 64),
+                       seed: int = 0) -> Dict[str, object]:
+    """Write a small classification set in ImageNet's layout under ``root``.
+
+    Args:
+        root (str): plays ``data/imagenet``.
+        num_train (int): training images per class.
+        num_val (int): validation images per class.
+        img_size (tuple[int, int]): ``(height, width)`` of every image.
+        seed (int): everything written is a function of it.
+
+    Returns:
+        dict: ``data_root``, ``classes``, ``train_dir``, ``val_dir``,
+        ``train_ann``, ``val_ann``.
+    """
+    cv2 = _cv2()
+    h, w = int(img_size[0]), int(img_size[1])
+    if min(num_train, num_val) < 1:
+        raise ValueError('num_train and num_val must be >= 1, got '
+                         f'{num_train}, {num_val}')
+    if min(h, w) < 16:
+        raise ValueError(f'img_size {h}x{w} is too small (16 pixels at least)')
+    os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+    out: Dict[str, object] = dict(data_root=root,
+                                  classes=tuple(COCO_DEMO_CLASSES))
+    for split, num, sub_seed in (('train', num_train, 2), ('val', num_val, 3)):
+        rng = np.random.default_rng([seed, sub_seed])
+        lines = []
+        for label, cls in enumerate(COCO_DEMO_CLASSES):
+            os.makedirs(osp.join(root, split, cls), exist_ok=True)
+            for k in range(num):
+                img = _background(rng, h, w)
+                size = float(rng.uniform(0.35, 0.8) * min(h, w))
+                cx = float(rng.uniform(size / 2 + 1, w - size / 2 - 1))
+                cy = float(rng.uniform(size / 2 + 1, h - size / 2 - 1))
+                poly = _shape_polygon(label, cx, cy, size, rng)
+                pts = np.round(poly * 16).astype(np.int32)
+                cv2.fillPoly(img, [pts], _shape_colour(label, rng),
+                             lineType=cv2.LINE_8, shift=4)
+                name = f'{cls}/{cls}_{k:05d}.JPEG'
+                cv2.imwrite(osp.join(root, split, name), img,
+                            [cv2.IMWRITE_JPEG_QUALITY, 95])
+                lines.append(f'{name} {label}')
+        ann = osp.join(root, 'meta', f'{split}.txt')
+        with open(ann, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        out[f'{split}_dir'] = osp.join(root, split)
+        out[f'{split}_ann'] = ann
+    return out
+
+
 def _cityscapes_scene(rng: np.random.Generator, h: int,
                       w: int) -> Tuple[np.ndarray, np.ndarray]:
     """One street-like scene: image (BGR uint8) and train-id map (uint8)."""
@@ -352,8 +418,10 @@ def make_demo_data(out_dir: str,
                    seed: int = 0,
                    which: Sequence[str] = ('coco', 'cityscapes'),
                    coco_kwargs: Optional[dict] = None,
-                   cityscapes_kwargs: Optional[dict] = None) -> Dict[str, dict]:
-    """Write ``out_dir/coco`` and/or ``out_dir/cityscapes``; return their infos."""
+                   cityscapes_kwargs: Optional[dict] = None,
+                   imagenet_kwargs: Optional[dict] = None) -> Dict[str, dict]:
+    """Write ``out_dir/coco``, ``out_dir/cityscapes`` and/or ``out_dir/imagenet``
+    (as listed in ``which``); return their infos."""
     infos = {}
     for name in which:
         if name == 'coco':
@@ -364,7 +432,11 @@ def make_demo_data(out_dir: str,
                 osp.join(out_dir, 'cityscapes'),
                 seed=seed,
                 **(cityscapes_kwargs or {}))
+        elif name == 'imagenet':
+            infos[name] = make_imagenet_demo(
+                osp.join(out_dir, 'imagenet'), seed=seed,
+                **(imagenet_kwargs or {}))
         else:
             raise ValueError(f"unknown demo dataset {name!r}; choose from "
-                             "'coco', 'cityscapes'")
+                             "'coco', 'cityscapes', 'imagenet'")
     return infos

@@ -1,5 +1,7 @@
 # PSPNet, dilated ResNet-101 (ReLU baseline), output stride 8, SyncBN, stock mmseg
 # 80k Cityscapes 512x1024 schedule.
+# Backbone weights written by
+#     python tools/train.py configs/imagenet/resnet101-relu_8xb32_in1k.py
 _base_ = './pspnet_r50-d8-relu_4xb2-80k_cityscapes-512x1024.py'
 
 model = dict(
@@ -7,4 +9,5 @@ model = dict(
         depth=101,
         init_cfg=dict(
             type='Pretrained',
-            checkpoint='checkpoints/resnet101_relu_mm.pth')))
+            checkpoint='work_dirs/resnet101-relu_8xb32_in1k/iter_600000.pth',
+            prefix='backbone.')))

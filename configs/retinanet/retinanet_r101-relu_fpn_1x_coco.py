@@ -1,4 +1,6 @@
 # RetinaNet, ResNet-101 (ReLU baseline) + FPN, stock mmdet 1x COCO schedule.
+# Backbone weights written by
+#     python tools/train.py configs/imagenet/resnet101-relu_8xb32_in1k.py
 _base_ = './retinanet_r50-relu_fpn_1x_coco.py'
 
 model = dict(
@@ -6,4 +8,5 @@ model = dict(
         depth=101,
         init_cfg=dict(
             type='Pretrained',
-            checkpoint='checkpoints/resnet101_relu_mm.pth')))
+            checkpoint='work_dirs/resnet101-relu_8xb32_in1k/iter_600000.pth',
+            prefix='backbone.')))

@@ -6,7 +6,14 @@ _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 
 custom_imports = dict(imports=['acon_mm'], allow_failed_imports=False)
 
+# Input: raw BGR 0-255 as the official network (see retinanet_r50-aconc_fpn_1x_coco.py).
 model = dict(
+    data_preprocessor=dict(
+        type='DetDataPreprocessor',
+        mean=[0.0, 0.0, 0.0],
+        std=[1.0, 1.0, 1.0],
+        bgr_to_rgb=False,
+        pad_size_divisor=32),
     backbone=dict(
         _delete_=True,
         type='ShuffleNetV2ACON',
@@ -27,3 +34,9 @@ model = dict(
         start_level=0,
         add_extra_convs='on_input',
         num_outs=5))
+
+# the stock SGD under the official ACON weight-decay rule
+optim_wrapper = dict(constructor='AconOptimWrapperConstructor')
+train_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))
+val_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))
+test_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))

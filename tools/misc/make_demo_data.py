@@ -3,6 +3,8 @@
 
     python tools/misc/make_demo_data.py                 # -> data/demo/{coco,cityscapes}
     python tools/misc/make_demo_data.py --out-dir DIR --seed 1 --only coco
+    python tools/misc/make_demo_data.py --only imagenet  # -> data/demo/imagenet
+    python tools/misc/make_demo_data.py --imagenet       # all three
 
 The output is deterministic in ``--seed``; the project's configs read it
 through ``data_root`` exactly as they read the real data (see README, Data).
@@ -15,7 +17,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from acon_mm.testing import make_coco_demo, make_cityscapes_demo  # noqa: E402
+from acon_mm.testing import (make_cityscapes_demo, make_coco_demo,  # noqa: E402
+                             make_imagenet_demo)
 
 
 def parse_args(argv=None):
@@ -24,7 +27,18 @@ def parse_args(argv=None):
     p.add_argument('--out-dir', default='data/demo',
                    help='writes OUT_DIR/coco and OUT_DIR/cityscapes')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--only', choices=['coco', 'cityscapes'], default=None)
+    p.add_argument('--only', choices=['coco', 'cityscapes', 'imagenet'],
+                   default=None)
+    p.add_argument('--imagenet', action='store_true',
+                   help='also write OUT_DIR/imagenet, a small classification '
+                   'set in ImageNet\'s folder layout (train/<class>/*.JPEG, '
+                   'val/..., meta/{train,val}.txt) for the pretraining demo')
+    p.add_argument('--imagenet-train', type=int, default=60,
+                   help='training images per class')
+    p.add_argument('--imagenet-val', type=int, default=20,
+                   help='validation images per class')
+    p.add_argument('--imagenet-size', type=int, nargs=2, default=[64, 64],
+                   metavar=('H', 'W'))
     p.add_argument('--coco-train', type=int, default=400)
     p.add_argument('--coco-val', type=int, default=50)
     p.add_argument('--coco-size', type=int, nargs=2, default=[128, 128],
@@ -64,6 +78,12 @@ def main(argv=None):
                        num_val=args.cityscapes_val,
                        img_size=list(args.cityscapes_size), seed=args.seed),
                   args.force, make_cityscapes_demo)
+    if args.only == 'imagenet' or (args.only is None and args.imagenet):
+        _generate('ImageNet-layout demo', osp.join(args.out_dir, 'imagenet'),
+                  dict(num_train=args.imagenet_train,
+                       num_val=args.imagenet_val,
+                       img_size=list(args.imagenet_size), seed=args.seed),
+                  args.force, make_imagenet_demo)
 
 
 if __name__ == '__main__':

@@ -1,11 +1,13 @@
 """The ACON activation layers, registered in mmengine's ``MODELS``."""
-from .acon import (ACON_TYPES, AconA, AconB, AconC, AconSwitchBN, BaseAcon,
-                   MetaAconC, SwishBeta)
+from .acon import (ACON_TYPES, AconA, AconB, AconC, AconSwitchBN,
+                   AconSwitchSyncBN, BaseAcon, MetaAconC, SwishBeta,
+                   switch_norm_cfg)
 from .builder import build_acon_layer
 from .utils import acon_params, iter_acon_layers, name_acon_layers
 
 __all__ = [
-    'ACON_TYPES', 'AconA', 'AconB', 'AconC', 'AconSwitchBN', 'BaseAcon',
+    'ACON_TYPES', 'AconA', 'AconB', 'AconC', 'AconSwitchBN',
+    'AconSwitchSyncBN', 'switch_norm_cfg', 'BaseAcon',
     'MetaAconC', 'SwishBeta', 'build_acon_layer', 'acon_params',
     'iter_acon_layers', 'name_acon_layers'
 ]

@@ -29,10 +29,11 @@ from torch.nn.parameter import UninitializedParameter
 
 from ...ops import acon, spatial_mean
 from ...ops.meta_func import meta_acon_channel
+from .switch_norm import AconSwitchBN, AconSwitchSyncBN, switch_norm_cfg
 
 __all__ = [
     'AconA', 'AconB', 'AconC', 'MetaAconC', 'SwishBeta', 'AconSwitchBN',
-    'ACON_TYPES', 'BaseAcon'
+    'AconSwitchSyncBN', 'ACON_TYPES', 'BaseAcon', 'switch_norm_cfg'
 ]
 
 #: The activation types acon-mm registers (used in error messages).
@@ -296,29 +297,6 @@ class AconC(BaseAcon):
         return acon(x, self.p1, self.p2, self.beta)
 
 
-@MODELS.register_module()
-class AconSwitchBN(nn.BatchNorm2d):
-    """BatchNorm2d for meta-ACON's switch generator that also trains at batch 1.
-
-    The switch generator normalises a globally pooled ``(N, C, 1, 1)`` map. With
-    one image per GPU that is one value per channel, where batch statistics do
-    not exist and ``nn.BatchNorm2d`` raises. This layer then normalises with its
-    running statistics (without updating them), exactly as in eval mode;
-    otherwise it is ``nn.BatchNorm2d``, with the same parameters and buffers, so
-    the official checkpoints' ``bn1``/``bn2`` load unchanged.
-    """
-
-    #: the fused meta-ACON kernel (acon_mm.ops.meta_func) mirrors the batch-1 fallback
-    _acon_batch1_fallback = True
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training and self.track_running_stats and \
-                x.numel() // x.shape[1] == 1:
-            return F.batch_norm(x, self.running_mean, self.running_var,
-                                self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
-
-
 _SWITCHES = ('layer', 'channel', 'pixel')
 #: switch norms the fused meta-ACON kernel runs itself (exact types: not SyncBN)
 _FUSED_BN_TYPES = (AconSwitchBN, nn.BatchNorm2d)
@@ -352,8 +330,13 @@ class MetaAconC(BaseAcon):
         r (int): reduction ratio of the channel switch. Default: 16.
         norm_cfg (dict, optional): norm layer of the switch generator (mmcv
             ``build_norm_layer`` config). The default ``AconSwitchBN`` is the
-            official BatchNorm and also trains with one image per GPU; ``None``
-            removes the norms (the convs keep their biases).
+            official BatchNorm and also trains with one image per GPU. With
+            few images per GPU (PSPNet: 2) the switch statistics should be
+            synchronised like the backbone's: ``AconSwitchSyncBN`` (see its
+            docstring; :func:`switch_norm_cfg` maps a backbone ``norm_cfg``
+            to the matching switch norm). ``BN``/``SyncBN`` are used as given
+            (plain BatchNorm raises at batch 1). ``None`` removes the norms
+            (the convs keep their biases).
         inplace (bool): ignored (ConvModule compatibility).
     """
 

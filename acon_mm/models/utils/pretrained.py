@@ -6,34 +6,75 @@ only logged, so a ResNet-101 checkpoint silently half-initialises a ResNet-50.
 The acon-mm backbones call :func:`check_pretrained_keys` first and refuse such a
 checkpoint with the file, the offending keys and (for converted official
 weights) the network the checkpoint was converted for.
+
+A ``Pretrained`` init_cfg with ``prefix`` (e.g. ``prefix='backbone.'`` for a
+checkpoint written by an ImageNet classification config of
+``configs/imagenet/``, an mmpretrain ``ImageClassifier``) is checked on the
+keys under that prefix, as mmengine loads it.
 """
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 import torch.nn as nn
 
 from ...utils.io import format_keys, strip_module_prefix
 
-__all__ = ['CONVERTER', 'pretrained_path', 'check_pretrained_keys']
+__all__ = ['CONVERTER', 'pretrained_path', 'pretrained_spec',
+           'check_pretrained_keys']
 
 #: the script that converts the official ImageNet checkpoints
 CONVERTER = 'tools/model_converters/acon_official_to_mm.py'
 
 
-def pretrained_path(init_cfg: Any):
-    """The local checkpoint path of a prefix-less ``Pretrained`` init_cfg, else None."""
+def pretrained_spec(init_cfg: Any) -> Tuple[Optional[str], Optional[str]]:
+    """``(local path, prefix)`` of the first ``Pretrained`` init_cfg, else ``(None, None)``.
+
+    ``prefix`` is ``None`` when the init_cfg has none; URLs (``'://'``) are not
+    local and give ``(None, None)``.
+    """
     cfgs = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
     for cfg in cfgs:
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained' \
-                and cfg.get('prefix') is None:
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
             path = cfg.get('checkpoint')
             if isinstance(path, str) and '://' not in path:
-                return path
-    return None
+                return path, cfg.get('prefix')
+    return None, None
 
 
-def check_pretrained_keys(module: nn.Module, path: str, where: str) -> None:
+def pretrained_path(init_cfg: Any) -> Optional[str]:
+    """The local checkpoint path of a ``Pretrained`` init_cfg (prefixed or not), else None."""
+    return pretrained_spec(init_cfg)[0]
+
+
+def _select_prefix(sd: Dict[str, Any], prefix: str, path: str,
+                   where: str) -> Dict[str, Any]:
+    """The entries of ``sd`` under ``prefix``, the prefix stripped (as mmengine)."""
+    if not prefix.endswith('.'):
+        prefix += '.'
+    sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    if not sub:
+        heads = sorted({k.split('.', 1)[0] + '.' for k in sd})
+        raise ValueError(
+            f'{where}: the Pretrained checkpoint {path!r} has no key starting '
+            f'with prefix={prefix!r} (init_cfg); its keys start with '
+            f'{format_keys(heads, 8)}. A backbone-only checkpoint (e.g. from '
+            f'{CONVERTER}) loads without prefix; a classifier checkpoint of '
+            "configs/imagenet/ with prefix='backbone.'.")
+    return sub
+
+
+def check_pretrained_keys(module: nn.Module, path: str, where: str,
+                          prefix: Optional[str] = None) -> None:
     """Raise if checkpoint ``path`` does not fit ``module`` key for key.
+
+    Args:
+        module: the backbone.
+        path: the checkpoint file.
+        where: the backbone, described for messages.
+        prefix: compare only the keys under ``prefix`` (stripped), as
+            mmengine's ``Pretrained(prefix=...)`` loads them. ``None`` takes
+            the prefix of ``module.init_cfg``'s ``Pretrained`` entry for
+            ``path`` (if any).
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message says how to
@@ -55,6 +96,13 @@ def check_pretrained_keys(module: nn.Module, path: str, where: str) -> None:
         meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
     else:
         sd = ckpt
+    if prefix is None:
+        spec_path, spec_prefix = pretrained_spec(getattr(module, 'init_cfg',
+                                                         None))
+        if spec_path is not None and os.path.expanduser(spec_path) == path:
+            prefix = spec_prefix
+    if prefix:
+        sd = _select_prefix(sd, prefix, path, where)
     sd = strip_module_prefix(sd)
     own = module.state_dict()
     missing = [k for k in own if k not in sd]
@@ -74,12 +122,18 @@ def check_pretrained_keys(module: nn.Module, path: str, where: str) -> None:
     if unexpected:
         problems.append(f'unexpected keys ({format_keys(unexpected, 8)})')
     hint = ''
-    if meta.get('arch'):
-        hint = (f' The checkpoint was converted for {meta["arch"]}, i.e. '
-                f'backbone={meta.get("backbone")}.')
+    if prefix:
+        hint = (f' (Keys compared: those under prefix={prefix!r}, prefix '
+                'stripped.)')
+    if meta.get('arch') and isinstance(meta.get('backbone'), dict):
+        hint += (f' The checkpoint was converted for {meta["arch"]}, i.e. '
+                 f'backbone={meta.get("backbone")}.')
     elif any(k.startswith(('fc.', 'classifier.')) for k in unexpected):
-        hint = (' It looks like an unconverted ImageNet checkpoint: convert it '
-                f'with `python {CONVERTER} SRC DST`.')
+        hint += (' It looks like an unconverted ImageNet checkpoint: convert '
+                 f'it with `python {CONVERTER} SRC DST`.')
+    elif not prefix and any(k.startswith('backbone.') for k in unexpected):
+        hint += (' It looks like a classifier/detector checkpoint (keys '
+                 "'backbone.*'): add prefix='backbone.' to the init_cfg.")
     raise ValueError(
         f'{where}: the Pretrained checkpoint {path!r} does not fit this '
         f'backbone: ' + '; '.join(problems) + '.' + hint +

@@ -1,0 +1,6 @@
+# ImageNet-1k, ShuffleNetV2 2.0x with meta-ACON-C (channel switch, r=16); identical to
+# shufflenetv2-2.0x-aconc_8xb128_in1k.py (the official ACON recipe) but for the
+# activation.
+_base_ = './shufflenetv2-2.0x-aconc_8xb128_in1k.py'
+
+model = dict(backbone=dict(acon_cfg=dict(type='MetaAconC')))
