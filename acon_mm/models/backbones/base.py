@@ -13,7 +13,8 @@ and :class:`~acon_mm.models.backbones.ShuffleNetV2ACON` one implementation of
 A subclass lists its frozen modules in :meth:`_frozen_modules` and describes
 itself for error messages in :meth:`_describe`.
 """
-from typing import Callable, List
+import copy
+from typing import Callable, List, Optional
 
 import torch.nn as nn
 import torch.utils.checkpoint as cp
@@ -22,9 +23,12 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..layers import switch_norm_cfg as switch_norm_cfg_for
 from ..utils.pretrained import check_pretrained_keys, pretrained_path
 
-__all__ = ['BaseACONBackbone', 'build_norm', 'maybe_checkpoint']
+__all__ = [
+    'BaseACONBackbone', 'build_norm', 'maybe_checkpoint', 'with_switch_norm'
+]
 
 #: the default ``init_cfg`` of the backbones (as mmdet's ResNet)
 DEFAULT_INIT_CFG = [
@@ -36,6 +40,29 @@ DEFAULT_INIT_CFG = [
 def build_norm(norm_cfg: dict, channels: int) -> nn.Module:
     """The norm layer of ``norm_cfg`` for ``channels`` (without its name)."""
     return build_norm_layer(norm_cfg, channels)[1]
+
+
+def with_switch_norm(acon_cfg: Optional[dict], norm_cfg: dict,
+                     switch_norm_cfg: Optional[dict] = None) -> Optional[dict]:
+    """``acon_cfg`` whose meta-ACON switch norm follows the backbone's norm.
+
+    For ``MetaAconC`` without an explicit ``norm_cfg``: ``switch_norm_cfg`` if
+    given, else the backbone's ``norm_cfg`` mapped by
+    :func:`acon_mm.models.layers.switch_norm_cfg` (``BN`` -> ``AconSwitchBN``,
+    ``SyncBN`` -> ``AconSwitchSyncBN``); other backbone norms (GN, ...) keep
+    the official ``AconSwitchBN``. Reason: the switch norm normalises one
+    pooled value per image and channel, so with 2 crops per GPU (PSPNet) a
+    per-GPU BatchNorm sees 2 values; the backbone's SyncBN sees the whole batch.
+    """
+    acon_cfg = copy.deepcopy(acon_cfg)
+    t = acon_cfg.get('type') if isinstance(acon_cfg, dict) else None
+    if getattr(t, '__name__', t) == 'MetaAconC' and 'norm_cfg' not in acon_cfg:
+        if switch_norm_cfg is not None:
+            acon_cfg['norm_cfg'] = dict(switch_norm_cfg)
+        elif isinstance(norm_cfg, dict) and norm_cfg.get('type') in (
+                'BN', 'BN2d', 'SyncBN', 'MMSyncBN'):
+            acon_cfg['norm_cfg'] = switch_norm_cfg_for(norm_cfg)
+    return acon_cfg
 
 
 def maybe_checkpoint(fn: Callable[[Tensor], Tensor], x: Tensor,

@@ -36,7 +36,6 @@ module name                            position                  ``acon_cfg`` wh
 
 (``i`` = 1..4, ``j`` = block index; the names match the official checkpoints.)
 """
-import copy
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
@@ -46,7 +45,8 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..layers import build_acon_layer, name_acon_layers
-from .base import BaseACONBackbone, build_norm, maybe_checkpoint
+from .base import (BaseACONBackbone, build_norm, maybe_checkpoint,
+                   with_switch_norm)
 
 __all__ = ['ResNetACON', 'BasicBlockACON', 'BottleneckACON']
 
@@ -228,6 +228,10 @@ class ResNetACON(BaseACONBackbone):
         conv_bias (bool): biased convolutions (official). Default: True.
         zero_init_residual (bool): zero-init the last norm of each block when no
             ``init_cfg`` is given. Default: True.
+        switch_norm_cfg (dict, optional): norm of meta-ACON's switch network
+            when ``acon_cfg`` gives none; default: follows ``norm_cfg``
+            (``BN`` -> ``AconSwitchBN``, ``SyncBN`` -> ``AconSwitchSyncBN``), see
+            :func:`acon_mm.models.backbones.base.with_switch_norm`.
         strict_pretrained (bool): refuse a local ``Pretrained`` checkpoint
             whose keys or shapes do not match this backbone (mmengine alone
             only logs them). Default: True.
@@ -273,6 +277,7 @@ class ResNetACON(BaseACONBackbone):
                  conv_bias: bool = True,
                  zero_init_residual: bool = True,
                  strict_pretrained: bool = True,
+                 switch_norm_cfg: Optional[dict] = None,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg)
@@ -310,7 +315,7 @@ class ResNetACON(BaseACONBackbone):
             self.init_cfg = dict(type='Pretrained', checkpoint=pretrained)
 
         self.depth = depth
-        self.acon_cfg = copy.deepcopy(acon_cfg)
+        self.acon_cfg = with_switch_norm(acon_cfg, norm_cfg, switch_norm_cfg)
         self.acon_positions = acon_positions
         self.stem_channels = stem_channels or base_channels
         self.base_channels = base_channels

@@ -35,7 +35,8 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..layers import build_acon_layer, name_acon_layers
-from .base import BaseACONBackbone, build_norm, maybe_checkpoint
+from .base import (BaseACONBackbone, build_norm, maybe_checkpoint,
+                   with_switch_norm)
 
 __all__ = ['ShuffleNetV2ACON', 'ShuffleV2BlockACON', 'meta_acon_reduction']
 
@@ -139,6 +140,10 @@ class ShuffleNetV2ACON(BaseACONBackbone):
         with_cp (bool): gradient checkpointing of each block.
         conv_bias (bool): biased convolutions (official). Default: True.
         in_channels (int): input image channels. Default: 3.
+        switch_norm_cfg (dict, optional): norm of meta-ACON's switch network
+            when ``acon_cfg`` gives none; default: follows ``norm_cfg``
+            (``BN`` -> ``AconSwitchBN``, ``SyncBN`` -> ``AconSwitchSyncBN``), see
+            :func:`acon_mm.models.backbones.base.with_switch_norm`.
         strict_pretrained (bool): refuse a local ``Pretrained`` checkpoint
             whose keys or shapes do not match this backbone (mmengine alone
             only logs them). Default: True.
@@ -166,6 +171,7 @@ class ShuffleNetV2ACON(BaseACONBackbone):
                  conv_bias: bool = True,
                  in_channels: int = 3,
                  strict_pretrained: bool = True,
+                 switch_norm_cfg: Optional[dict] = None,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg)
         name = type(self).__name__
@@ -191,6 +197,7 @@ class ShuffleNetV2ACON(BaseACONBackbone):
             if t_name == 'MetaAconC' and 'r' not in acon_cfg:
                 acon_cfg['r'] = meta_acon_reduction(widen_factor)
         self.widen_factor = widen_factor
+        acon_cfg = with_switch_norm(acon_cfg, norm_cfg, switch_norm_cfg)
         self.acon_cfg = acon_cfg
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
