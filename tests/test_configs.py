@@ -9,6 +9,7 @@ import importlib.util
 
 import pytest
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 from acon_mm.engine.runner_utils import (MissingPretrainedError, NoCUDAError,
                                         adapt_cfg_to_device, check_pretrained_files,
@@ -87,7 +88,9 @@ def test_config_builds(rel):
         text = f.read()
     assert re.search(r"_base_ = '(mmdet::|mmseg::|mmpretrain::|\./|\.\./)",
                      text), rel
-    model = _registry(scope).build(copy.deepcopy(cfg.model))
+    # an earlier test may have left another library's default scope current
+    with DefaultScope.overwrite_default_scope(scope):
+        model = _registry(scope).build(copy.deepcopy(cfg.model))
     bb = cfg.model.backbone
     assert type(model.backbone).__name__ == bb.type
     n_params = sum(p.numel() for p in model.parameters())

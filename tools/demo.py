@@ -89,17 +89,8 @@ def _config_for(src, work_dir, iters, seed):
     from mmengine.config import Config
     cfg = Config.fromfile(src)
     if iters is not None and iters != cfg.train_cfg.max_iters:
-        old = cfg.train_cfg.max_iters
-        cfg.train_cfg.max_iters = iters
-        cfg.train_cfg.val_interval = iters
-        for sch in cfg.param_scheduler:
-            begin = round(sch.get('begin', 0) * iters / old)
-            sch['begin'] = begin
-            if 'end' in sch:
-                sch['end'] = max(begin + 1, round(sch['end'] * iters / old))
-            if 'T_max' in sch:
-                sch['T_max'] = sch['end'] - begin
-        cfg.default_hooks.checkpoint.interval = max(1, iters // 4)
+        from acon_mm.analysis import shorten_schedule
+        shorten_schedule(cfg, iters)
     cfg.randomness = dict(seed=seed)
     os.makedirs(work_dir, exist_ok=True)
     out = osp.join(work_dir, osp.basename(src))

@@ -38,7 +38,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..utils.io import (atomic_save, format_keys, safe_torch_load,
-                        strip_module_prefix)
+                        state_dict_mismatches, strip_module_prefix)
 from ..version import __version__
 from .backbones.shufflenetv2_acon import meta_acon_reduction
 
@@ -197,19 +197,7 @@ def convert_state_dict(
     expected = expected_layout(arch)
     dropped = [k for k in sd if k.startswith(cls_prefixes)]
     body = OrderedDict((k, v) for k, v in sd.items() if k not in dropped)
-    missing = [k for k in expected if k not in body]
-    unexpected = [k for k in body if k not in expected]
-    mismatched = [
-        f'{k}: checkpoint {tuple(body[k].shape)} vs backbone {expected[k]}'
-        for k in expected if k in body and tuple(body[k].shape) != expected[k]
-    ]
-    problems = []
-    if missing:
-        problems.append(f'missing keys ({format_keys(missing)})')
-    if unexpected:
-        problems.append(f'unexpected keys ({format_keys(unexpected)})')
-    if mismatched:
-        problems.append(f'shape mismatches ({format_keys(mismatched)})')
+    problems, _ = state_dict_mismatches(expected, body)
     if problems:
         how = 'detected' if detected else 'given with --arch'
         raise ConversionError(

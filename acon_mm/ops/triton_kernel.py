@@ -50,7 +50,6 @@ Specialisation (no recompilation per image size)
 Note: written without access to a GPU; on CPU the kernels are checked with Triton's
 interpreter (``TRITON_INTERPRET=1``, ``tests/test_ops/test_triton_dispatch.py``).
 """
-import contextlib
 import os
 from typing import Tuple
 
@@ -59,14 +58,8 @@ from torch import Tensor
 
 from .layout import BETA_FULL, BETA_PIX, BETA_ROW, KernelLayout, kernel_layout
 
-try:  # Triton is optional: only CUDA builds of torch ship it
-    import triton
-    import triton.language as tl
-    _HAS_TRITON = True
-except ImportError:  # pragma: no cover - depends on the installation
-    triton = None
-    tl = None
-    _HAS_TRITON = False
+from . import triton_utils as _tu
+from .triton_utils import _HAS_TRITON, device_guard, tl, triton  # noqa: F401
 
 __all__ = ['triton_available', 'acon_fwd_triton', 'acon_bwd_triton', 'probe',
            'BLOCK_L_BUCKETS']
@@ -83,28 +76,8 @@ def triton_available() -> bool:
     return torch.cuda.is_available()
 
 
-def device_guard(t: Tensor):
-    """``torch.cuda.device(t.device)`` for a CUDA tensor (launch on the tensor's own
-    device, not the current one); a no-op context otherwise (the interpreter)."""
-    if t.device.type == 'cuda':
-        return torch.cuda.device(t.device)
-    return contextlib.nullcontext()
-
-
-def launch(kernel, grid: tuple, args: tuple, meta: dict) -> None:
-    """``kernel[grid](*args, **meta)``: every launch goes through here (tests count
-    the specialisation variants by replacing it)."""
-    kernel[grid](*args, **meta)
-
-
-def sm_count(t: Tensor) -> int:
-    """Multiprocessors of ``t``'s GPU (1 on CPU / in the interpreter)."""
-    if t.device.type != 'cuda':
-        return 1
-    return torch.cuda.get_device_properties(t.device).multi_processor_count
-
-
 if _HAS_TRITON:
+    from .triton_utils import acon_bwd_elem
 
     @triton.jit(do_not_specialize=['R', 'C', 'bsn', 'bsc'])
     def _acon_fwd_kernel(x_ptr, y_ptr, d_ptr, q_ptr, b_ptr, R, C, L, bsn, bsc,
@@ -152,13 +125,9 @@ if _HAS_TRITON:
             b = tl.load(b_ptr + offs, mask=mask, other=0.0)
         x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
         go = tl.load(go_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        u = d * x
-        s = tl.sigmoid(b * u)
-        ss = s * (1.0 - s)
-        g = s + b * u * ss
-        tl.store(dx_ptr + offs, (go * (d * g + q)).to(dx_ptr.dtype.element_ty), mask=mask)
+        dx, g, dbt = acon_bwd_elem(x, go, d, q, b)
+        tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
         gx = go * x
-        dbt = go * u * u * ss
         pbase = (rows64 * NLB + pid_l) * 3
         tl.store(part_ptr + pbase, tl.sum(gx * g, axis=1), mask=rmask)
         tl.store(part_ptr + pbase + 1, tl.sum(gx, axis=1), mask=rmask)
@@ -187,14 +156,10 @@ if _HAS_TRITON:
             offs = row * L + cols64
             x = tl.load(x_ptr + offs, mask=cmask, other=0.0).to(tl.float32)
             go = tl.load(go_ptr + offs, mask=cmask, other=0.0).to(tl.float32)
-            u = d * x
-            s = tl.sigmoid(b * u)
-            ss = s * (1.0 - s)
-            g = s + b * u * ss
-            tl.store(dx_ptr + offs, (go * (d * g + q)).to(dx_ptr.dtype.element_ty),
-                     mask=cmask)
+            dx, g, dbt = acon_bwd_elem(x, go, d, q, b)
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=cmask)
             gx = go * x
-            acc += go * u * u * ss
+            acc += dbt
             pbase = (row * NLB + pid_l) * 3
             tl.store(part_ptr + pbase, tl.sum(gx * g, axis=0))
             tl.store(part_ptr + pbase + 1, tl.sum(gx, axis=0))
@@ -223,8 +188,8 @@ def acon_fwd_triton(x: Tensor, lay: KernelLayout) -> Tensor:
         return y
     rows, block_l = _tiles(lay.L)
     grid = (triton.cdiv(R, rows), triton.cdiv(lay.L, block_l))
-    with device_guard(x):
-        launch(_acon_fwd_kernel, grid,
+    with _tu.device_guard(x):
+        _tu.launch(_acon_fwd_kernel, grid,
                (x, y, lay.d, lay.q, lay.beta, R, lay.C, lay.L, lay.bsn, lay.bsc),
                dict(BETA=lay.bmode, ROWS=rows, BLOCK_L=block_l,
                     num_warps=_num_warps(rows * block_l)))
@@ -258,20 +223,20 @@ def acon_bwd_triton(go: Tensor, x: Tensor, lay: KernelLayout):
         return dx, sums[..., 0], sums[..., 1], (sums[..., 2] if db is None else db)
     if lay.bmode != BETA_PIX:
         grid = (triton.cdiv(R, rows), nlb)
-        with device_guard(x):
-            launch(_acon_bwd_row_kernel, grid,
+        with _tu.device_guard(x):
+            _tu.launch(_acon_bwd_row_kernel, grid,
                    (go, x, dx, lay.d, lay.q, lay.beta, part if db is None else db, part, R,
                     C, L, nlb, lay.bsn, lay.bsc),
                    dict(BETA=lay.bmode, ROWS=rows, BLOCK_L=block_l,
                         num_warps=_num_warps(rows * block_l)))
     else:
-        target = 4 * sm_count(x)
+        target = 4 * _tu.sm_count(x)
         nchunks = max(1, min(C, triton.cdiv(target, N * nlb)))
         cb = triton.cdiv(C, nchunks)
         nchunks = triton.cdiv(C, cb)
         dbp_part = torch.zeros(nchunks, N, L, dtype=torch.float32, device=x.device)
-        with device_guard(x):
-            launch(_acon_bwd_pix_kernel, (N, nlb, nchunks),
+        with _tu.device_guard(x):
+            _tu.launch(_acon_bwd_pix_kernel, (N, nlb, nchunks),
                    (go, x, dx, lay.d, lay.q, lay.beta, part, dbp_part, N, C, L, nlb,
                     lay.bsn, cb),
                    dict(BLOCK_L=block_l, num_warps=4 if block_l <= 256 else 8))

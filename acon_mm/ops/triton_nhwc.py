@@ -28,9 +28,9 @@ are ``do_not_specialize``, and ``BLOCK_C`` comes from {16, 32, 64, 128}
 import torch
 from torch import Tensor
 
-from . import triton_kernel as _tk  # launch / device_guard / sm_count via the module
+from . import triton_utils as _tu  # launch / device_guard / sm_count via the module
 from .layout import BETA_PIX, BETA_ROW, KernelLayout
-from .triton_kernel import _HAS_TRITON, tl, triton
+from .triton_utils import _HAS_TRITON, tl, triton
 
 __all__ = ['acon_fwd_nhwc', 'acon_bwd_nhwc', 'BLOCK_C_BUCKETS']
 
@@ -38,6 +38,7 @@ __all__ = ['acon_fwd_nhwc', 'acon_bwd_nhwc', 'BLOCK_C_BUCKETS']
 BLOCK_C_BUCKETS = (16, 32, 64, 128)
 
 if _HAS_TRITON:
+    from .triton_utils import acon_bwd_elem
 
     @triton.jit(do_not_specialize=['P', 'L', 'bsn', 'bsc'])
     def _acon_fwd_nhwc_kernel(x_ptr, y_ptr, d_ptr, q_ptr, b_ptr, P, C, L, bsn, bsc,
@@ -99,16 +100,11 @@ if _HAS_TRITON:
                 b = tl.load(b_ptr + n * bsn + ls64, mask=lmask, other=0.0)[:, None]
             else:
                 b = tl.load(b_ptr + offs, mask=mask, other=0.0)
-            u = d * x
-            s = tl.sigmoid(b * u)
-            ss = s * (1.0 - s)
-            g = s + b * u * ss
-            tl.store(dx_ptr + offs, (go * (d * g + q)).to(dx_ptr.dtype.element_ty),
-                     mask=mask)
+            dx, g, dbt = acon_bwd_elem(x, go, d, q, b)
+            tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
             gx = go * x
             acc_a += tl.sum(gx * g, axis=0)
             acc_b += tl.sum(gx, axis=0)
-            dbt = go * u * u * ss
             if BETA == 0:
                 acc_d += tl.sum(dbt, axis=0)
             elif BETA == 1:
@@ -136,8 +132,8 @@ def acon_fwd_nhwc(x: Tensor, lay: KernelLayout) -> Tensor:
     P = lay.N * lay.L
     rows, block_c = _tiles(lay.C)
     grid = (triton.cdiv(P, rows), triton.cdiv(lay.C, block_c))
-    with _tk.device_guard(x):
-        _tk.launch(_acon_fwd_nhwc_kernel, grid,
+    with _tu.device_guard(x):
+        _tu.launch(_acon_fwd_nhwc_kernel, grid,
                (x, y, lay.d, lay.q, lay.beta, P, lay.C, lay.L, lay.bsn, lay.bsc),
                dict(BETA=lay.bmode, ROWS=rows, BLOCK_C=block_c, num_warps=8))
     return y
@@ -159,7 +155,7 @@ def acon_bwd_nhwc(go: Tensor, x: Tensor, lay: KernelLayout):
     dx = torch.empty_like(x, memory_format=torch.channels_last)
     rows, block_c = _tiles(C)
     ncb = triton.cdiv(C, block_c)
-    lpc, nch = _chunks(N, max(L, 1), ncb, rows, _tk.sm_count(x))
+    lpc, nch = _chunks(N, max(L, 1), ncb, rows, _tu.sm_count(x))
     part = torch.zeros(N, nch, 3, C, dtype=torch.float32, device=x.device)
     if lay.bmode == BETA_ROW:
         db = part
@@ -168,8 +164,8 @@ def acon_bwd_nhwc(go: Tensor, x: Tensor, lay: KernelLayout):
     else:
         db = torch.empty_like(x, dtype=torch.float32, memory_format=torch.channels_last)
     if x.numel():
-        with _tk.device_guard(x):
-            _tk.launch(_acon_bwd_nhwc_kernel, (N, nch, ncb),
+        with _tu.device_guard(x):
+            _tu.launch(_acon_bwd_nhwc_kernel, (N, nch, ncb),
                    (go, x, dx, lay.d, lay.q, lay.beta, db, part, N, C, L, lpc, nch, lay.bsn,
                     lay.bsc),
                    dict(BETA=lay.bmode, ROWS=rows, BLOCK_C=block_c, num_warps=8))

@@ -25,7 +25,7 @@ import os
 import pickle
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from mmengine.logging.history_buffer import HistoryBuffer
 __all__ = [
     'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'safe_torch_load',
     'ATOMIC_TMP_PREFIX', 'atomic_write', 'atomic_save', 'strip_module_prefix',
-    'format_keys'
+    'format_keys', 'state_dict_mismatches'
 ]
 
 
@@ -200,3 +200,29 @@ def format_keys(keys: Sequence[str], limit: int = 10) -> str:
     shown = ', '.join(repr(k) for k in keys[:limit])
     more = f' ... and {len(keys) - limit} more' if len(keys) > limit else ''
     return f'{len(keys)}: {shown}{more}'
+
+
+def state_dict_mismatches(expected: Dict[str, Sequence[int]], actual: Dict[str, Any],
+                          limit: int = 10) -> Tuple[List[str], List[str]]:
+    """Compare a state dict with the ``{key: shape}`` a model expects.
+
+    Returns:
+        tuple: ``(problems, unexpected)``: ``problems`` are ready-to-join phrases
+        (``'shape mismatches (...)'``, ``'missing keys (...)'``,
+        ``'unexpected keys (...)'``, each listing up to ``limit`` keys; empty
+        when everything matches) and ``unexpected`` the keys the model lacks
+        (for the caller's hints).
+    """
+    missing = [k for k in expected if k not in actual]
+    unexpected = [k for k in actual if k not in expected]
+    mismatched = [
+        f'{k}: checkpoint {tuple(actual[k].shape)} vs backbone {tuple(expected[k])}'
+        for k in expected if k in actual and hasattr(actual[k], 'shape')
+        and tuple(actual[k].shape) != tuple(expected[k])
+    ]
+    problems = []
+    for what, keys in (('shape mismatches', mismatched), ('missing keys', missing),
+                       ('unexpected keys', unexpected)):
+        if keys:
+            problems.append(f'{what} ({format_keys(keys, limit)})')
+    return problems, unexpected

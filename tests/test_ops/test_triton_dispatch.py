@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import acon_mm  # noqa: F401
-from acon_mm.ops import acon_backend, acon_func, triton_kernel
+from acon_mm.ops import acon_backend, acon_func, triton_kernel, triton_utils
 from acon_mm.ops.layout import BETA_FULL, BETA_PIX, BETA_ROW, kernel_layout
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -126,7 +126,7 @@ def test_probe_reports_a_launch_failure(monkeypatch):
     def no_launch(kernel, grid, args, meta):
         raise RuntimeError('0 active drivers ([]). There should only be one.')
 
-    monkeypatch.setattr(triton_kernel, 'launch', no_launch)
+    monkeypatch.setattr(triton_utils, 'launch', no_launch)
     reason = acon_func._probe_triton(torch.device('cpu'), torch.float32)
     assert reason == 'RuntimeError: 0 active drivers ([]). There should only be one.'
 
@@ -202,8 +202,8 @@ def _specialisation(kernel, args, meta, honour_dns=True):
 @needs_triton
 def test_every_launch_is_device_guarded(monkeypatch):
     rec = _Recorder()
-    monkeypatch.setattr(triton_kernel, 'launch', rec.launch)
-    monkeypatch.setattr(triton_kernel, 'device_guard', rec.guard)
+    monkeypatch.setattr(triton_utils, 'launch', rec.launch)
+    monkeypatch.setattr(triton_utils, 'device_guard', rec.guard)
     C = 8
     for bshape in [(1, C, 1, 1), (2, 1, 5, 6), (2, C, 5, 6)]:
         for cl in (False, True):
@@ -246,8 +246,8 @@ def test_kernel_layout_modes():
 def test_compiled_variants_do_not_grow_with_the_image_size(monkeypatch):
     """Multi-scale training: 60 image sizes, both layouts, row and pixel beta."""
     rec = _Recorder()
-    monkeypatch.setattr(triton_kernel, 'launch', rec.launch)
-    monkeypatch.setattr(triton_kernel, 'device_guard', rec.guard)
+    monkeypatch.setattr(triton_utils, 'launch', rec.launch)
+    monkeypatch.setattr(triton_utils, 'device_guard', rec.guard)
     naive_keys = set()
     real_launch = rec.launch
 
@@ -255,7 +255,7 @@ def test_compiled_variants_do_not_grow_with_the_image_size(monkeypatch):
         real_launch(kernel, grid, args, meta)
         naive_keys.add((kernel.fn.__name__, ) + _specialisation(kernel, args, meta, False))
 
-    monkeypatch.setattr(triton_kernel, 'launch', launch)
+    monkeypatch.setattr(triton_utils, 'launch', launch)
     sizes = [(h, w) for h in range(7, 67, 4) for w in (9, 16, 33, 48)]  # 60 sizes
     C = 64
     for N in (1, 2, 3):
@@ -290,10 +290,10 @@ def test_compiled_variants_do_not_grow_with_the_image_size(monkeypatch):
 _INTERPRETER_CHECK = r'''
 import torch
 from acon_mm.ops import AconFunction, acon_naive
-from acon_mm.ops import triton_kernel
+from acon_mm.ops import triton_kernel, triton_utils
 
 launched, guarded, grids = [], [], []
-real_launch, real_guard = triton_kernel.launch, triton_kernel.device_guard
+real_launch, real_guard = triton_utils.launch, triton_utils.device_guard
 
 
 def counting_launch(kernel, grid, args, meta):
@@ -308,14 +308,14 @@ def counting_guard(t):
     return real_guard(t)
 
 
-triton_kernel.launch = counting_launch
-triton_kernel.device_guard = counting_guard
+triton_utils.launch = counting_launch
+triton_utils.device_guard = counting_guard
 quick = True  # sms = 64 only: several pixel chunks and channel blocks
 torch.manual_seed(0)
 worst = {}
 SHAPES = [(2, 20, 9, 10), (2, 130, 3, 7)]
 for sms in ((64, ) if quick else (1, 64)):  # 64: several pixel chunks / channel chunks per sample
-    triton_kernel.sm_count = lambda t, s=sms: s
+    triton_utils.sm_count = lambda t, s=sms: s
     for shape in SHAPES:
         N, C, H, W = shape
         betas = dict(scalar=(1, 1, 1, 1), channel=(1, C, 1, 1), sample=(N, 1, 1, 1),

@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch.nn as nn
 
-from ...utils.io import format_keys, strip_module_prefix
+from ...utils.io import format_keys, state_dict_mismatches, strip_module_prefix
 
 __all__ = ['CONVERTER', 'pretrained_path', 'pretrained_spec',
            'check_pretrained_keys']
@@ -105,22 +105,10 @@ def check_pretrained_keys(module: nn.Module, path: str, where: str,
         sd = _select_prefix(sd, prefix, path, where)
     sd = strip_module_prefix(sd)
     own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    mismatched = [
-        f'{k}: checkpoint {tuple(sd[k].shape)} vs backbone {tuple(own[k].shape)}'
-        for k in own if k in sd and hasattr(sd[k], 'shape')
-        and tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if not (missing or unexpected or mismatched):
+    problems, unexpected = state_dict_mismatches(
+        {k: tuple(v.shape) for k, v in own.items()}, sd, limit=8)
+    if not problems:
         return
-    problems = []
-    if mismatched:
-        problems.append(f'shape mismatches ({format_keys(mismatched, 8)})')
-    if missing:
-        problems.append(f'missing keys ({format_keys(missing, 8)})')
-    if unexpected:
-        problems.append(f'unexpected keys ({format_keys(unexpected, 8)})')
     hint = ''
     if prefix:
         hint = (f' (Keys compared: those under prefix={prefix!r}, prefix '
