@@ -25,10 +25,8 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from acon_mm.engine.runner_utils import (  # noqa: E402
-    NoCUDAError, TASKS, adapt_cfg_to_device, config_task, init_cpu_distributed,
-    register_task_modules, set_data_root, warn_all)
-from acon_mm.engine.input_convention import (  # noqa: E402
-    InputConventionError, check_input_convention)
+    RUN_SETUP_ERRORS, TASKS, config_task, prepare_run, register_task_modules,
+    set_data_root, warn_all)
 
 
 def parse_args(argv=None):
@@ -131,20 +129,14 @@ def main(argv=None):
         print(f'ERROR: checkpoint {args.checkpoint!r} does not exist',
               file=sys.stderr)
         sys.exit(2)
-    try:  # the checkpoints against the config's data_preprocessor
-        convention_msgs = check_input_convention(
-            cfg, checkpoints=[args.checkpoint], logger=None)
-    except InputConventionError as err:
+    try:  # the checkpoints against the config's data_preprocessor, CUDA
+        msgs = prepare_run(cfg, args.launcher, allow_cpu=args.cpu,
+                           checkpoints=(args.checkpoint, ), check_pretrained=False)
+    except RUN_SETUP_ERRORS as err:
         print(f'ERROR: {err}', file=sys.stderr)
         sys.exit(2)
-    try:
-        msgs = adapt_cfg_to_device(cfg, args.launcher, allow_cpu=args.cpu)
-    except NoCUDAError as err:
-        print(f'ERROR: {err}', file=sys.stderr)
-        sys.exit(2)
-    init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
-    warn_all(msgs + convention_msgs)
+    warn_all(msgs)
     metrics = runner.test()
     if runner.rank == 0:
         print_log(f'acon-mm: {TASKS[task]} metrics of {args.checkpoint}: '

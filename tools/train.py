@@ -27,11 +27,8 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from acon_mm.engine.runner_utils import (  # noqa: E402
-    MissingPretrainedError, NoCUDAError, TASKS, adapt_cfg_to_device, check_pretrained_files,
-    config_task, init_cpu_distributed, register_task_modules, set_data_root,
-    warn_all)
-from acon_mm.engine.input_convention import (  # noqa: E402
-    InputConventionError, check_input_convention)
+    RUN_SETUP_ERRORS, TASKS, config_task, prepare_run, register_task_modules,
+    set_data_root, warn_all)
 
 
 def parse_args(argv=None):
@@ -117,23 +114,12 @@ def main(argv=None):
     task = config_task(cfg)
     register_task_modules(task)
     try:
-        check_pretrained_files(cfg)
-    except MissingPretrainedError as err:
+        msgs = prepare_run(cfg, args.launcher, allow_cpu=args.cpu)
+    except RUN_SETUP_ERRORS as err:
         print(f'ERROR: {err}', file=sys.stderr)
         sys.exit(2)
-    try:  # pretrained weights against the config's data_preprocessor
-        convention_msgs = check_input_convention(cfg, logger=None)
-    except InputConventionError as err:
-        print(f'ERROR: {err}', file=sys.stderr)
-        sys.exit(2)
-    try:
-        msgs = adapt_cfg_to_device(cfg, args.launcher, allow_cpu=args.cpu)
-    except NoCUDAError as err:
-        print(f'ERROR: {err}', file=sys.stderr)
-        sys.exit(2)
-    init_cpu_distributed(args.launcher)
     runner = Runner.from_cfg(cfg)
-    warn_all(msgs + convention_msgs)
+    warn_all(msgs)
     print_log(f'acon-mm: {TASKS[task]} config {args.config}, work dir '
               f'{osp.abspath(cfg.work_dir)}', logger='current')
     runner.train()

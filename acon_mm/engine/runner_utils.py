@@ -29,12 +29,14 @@ import torch
 from mmengine.config import Config, ConfigDict
 
 from ..utils.config import walk_dicts
+from .input_convention import InputConventionError, check_input_convention
 
 __all__ = [
     'TASKS', 'ALLOW_CPU_ENV', 'MissingPretrainedError', 'NoCUDAError',
     'cpu_allowed', 'config_task', 'register_task_modules',
     'adapt_cfg_to_device', 'init_cpu_distributed', 'check_pretrained_files',
-    'find_missing_pretrained', 'set_data_root', 'replace_sync_bn'
+    'find_missing_pretrained', 'set_data_root', 'replace_sync_bn',
+    'RUN_SETUP_ERRORS', 'prepare_run'
 ]
 
 #: default_scope -> what the config trains
@@ -317,3 +319,36 @@ def warn_all(msgs: List[str]) -> None:
     import logging
     for m in msgs:
         print_log(m, logger='current', level=logging.WARNING)
+
+
+#: what :func:`prepare_run` raises for a run that must not start
+RUN_SETUP_ERRORS = (MissingPretrainedError, InputConventionError, NoCUDAError)
+
+
+def prepare_run(cfg: Config, launcher: str = 'none', allow_cpu: bool = False,
+                checkpoints: Tuple[str, ...] = (),
+                check_pretrained: bool = True) -> List[str]:
+    """The checks and adaptations ``tools/train.py`` and ``tools/test.py`` run
+    before building a Runner, in this order:
+
+    1. ``check_pretrained`` (training): :func:`check_pretrained_files`;
+    2. the input convention of every local ``Pretrained`` checkpoint and of
+       ``checkpoints`` against the config's ``data_preprocessor``
+       (:func:`acon_mm.engine.input_convention.check_input_convention`);
+    3. :func:`adapt_cfg_to_device` (stops without CUDA unless ``allow_cpu``);
+    4. :func:`init_cpu_distributed` for ``launcher``.
+
+    Returns:
+        list[str]: warnings for the tool to print once the Runner's logger exists.
+
+    Raises:
+        MissingPretrainedError, InputConventionError, NoCUDAError
+            (:data:`RUN_SETUP_ERRORS`): the run must not start; each message
+            names the culprit and the fix.
+    """
+    if check_pretrained:
+        check_pretrained_files(cfg)
+    msgs = check_input_convention(cfg, checkpoints=list(checkpoints), logger=None)
+    msgs = adapt_cfg_to_device(cfg, launcher, allow_cpu=allow_cpu) + msgs
+    init_cpu_distributed(launcher)
+    return msgs
