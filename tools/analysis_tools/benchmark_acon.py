@@ -574,15 +574,21 @@ def main_cuda(args) -> int:
     if not args.skip_detector:
         v, det = bench_detector_cuda(args)
         verdicts += v
+    return finish(args, verdicts, dict(device='cuda', gpu=props.name,
+                                       torch=torch.__version__, peak_gbs=peak,
+                                       batch=args.batch, activations=table, detector=det))
+
+
+def finish(args, verdicts, report: dict) -> int:
+    """Print the targets, write ``report`` (plus the targets) to ``--out`` as
+    JSON; the exit status: 0 only if every target passes."""
     print('\nTargets:')
     for text, ok in verdicts:
         print(f'  {"PASS" if ok else "FAIL"}  {text}')
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:
-            json.dump(dict(device='cuda', gpu=props.name, torch=torch.__version__,
-                           peak_gbs=peak, batch=args.batch, activations=table,
-                           detector=det, targets=[dict(text=t, ok=o) for t, o in verdicts]),
+            json.dump(dict(report, targets=[dict(text=t, ok=o) for t, o in verdicts]),
                       f, indent=2)
     return 0 if all(ok for _, ok in verdicts) else 1
 
@@ -609,17 +615,8 @@ def main():
     if not args.skip_detector:
         v, det = bench_detector(args)
         verdicts += v
-    print('\nTargets:')
-    for text, ok in verdicts:
-        print(f'  {"PASS" if ok else "FAIL"}  {text}')
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(dict(device='cpu', machine=machine_name(), batch=args.batch,
-                           activations=table,
-                           detector=det, targets=[dict(text=t, ok=o) for t, o in verdicts]),
-                      f, indent=2)
-    return 0 if all(ok for _, ok in verdicts) else 1
+    return finish(args, verdicts, dict(device='cpu', machine=machine_name(),
+                                       batch=args.batch, activations=table, detector=det))
 
 
 if __name__ == '__main__':
