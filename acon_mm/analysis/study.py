@@ -6,7 +6,8 @@ trained and tested with the project's own tools, compared in one report
 name, or one config with the activations replaced; refused if they differ in
 more than the activation), plans the runs ``<work_dir>/<member>_seed<k>/``
 (:func:`plan_runs`), runs ``tools/train.py`` (``tools/dist_train.sh`` with
-several GPUs) and ``tools/test.py`` for each in turn, resumes an interrupted
+several GPUs) and ``tools/test.py`` for each in turn (or ``jobs`` runs at a
+time on the CPU, each with its share of the cores), resumes an interrupted
 study (:func:`run_state`), then writes the report (:mod:`.study_report`).
 """
 import copy
@@ -16,8 +17,11 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, List, Optional, Sequence
 
 from mmengine.config import Config, ConfigDict
@@ -126,13 +130,20 @@ def _commands(run: StudyRun, gpus: int, data_root: Optional[str], cpu: bool,
     return train, test
 
 
-def _execute(cmd: List[str], log_file: str) -> None:
-    """Run ``cmd``, its output into ``log_file``; raise StudyError on failure."""
+def _execute(cmd: List[str], log_file: str,
+             threads: Optional[int] = None) -> None:
+    """Run ``cmd``, its output into ``log_file``; raise StudyError on failure.
+
+    ``threads``: the run's CPU threads (``OMP_NUM_THREADS``, unless the
+    caller's environment sets it), for runs side by side (``jobs``).
+    """
     env = dict(os.environ)
     env['PYTHONPATH'] = REPO_ROOT + (os.pathsep + env['PYTHONPATH']
                                      if env.get('PYTHONPATH') else '')
     env.setdefault('PYTHON', sys.executable)  # for the dist_*.sh scripts
     env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+    if threads is not None:
+        env.setdefault('OMP_NUM_THREADS', str(threads))
     os.makedirs(osp.dirname(log_file), exist_ok=True)
     with open(log_file, 'w') as f:
         # in the caller's directory, as if the user ran the tool there
@@ -161,6 +172,64 @@ def _write_config(run: StudyRun) -> None:
         f.write(run.member.cfg.pretty_text)
 
 
+def _train_and_test(head: str, run: StudyRun, state: str, train: List[str],
+                    test: List[str], execute, log) -> List[List[str]]:
+    """Train (unless only the test is left) and test one run; mark it done."""
+    executed = []
+    _write_config(run)
+    record = dict(member=run.member.name, activation=run.member.activation,
+                  seed=run.seed, config=run.config_file,
+                  source=run.member.source, checkpoint=run.final_checkpoint)
+    if state != 'test':
+        log(f'{head}: training ({"resumed" if state == "resume" else "new"}'
+            f'), log {osp.join(run.work_dir, "study_train.out")}')
+        t0 = time.time()
+        execute(train, osp.join(run.work_dir, 'study_train.out'))
+        executed.append(train)
+        record.update(train_command=train, train_seconds=time.time() - t0)
+    if not is_complete_checkpoint(run.final_checkpoint):
+        raise StudyError(f'{run.work_dir}: training finished without '
+                         f'writing {run.final_checkpoint}')
+    log(f'{head}: testing {run.final_checkpoint}')
+    t0 = time.time()
+    execute(test, osp.join(run.work_dir, 'study_test.out'))
+    executed.append(test)
+    record.update(test_command=test, test_seconds=time.time() - t0,
+                  finished=time.strftime('%Y-%m-%d %H:%M:%S'))
+    with open(osp.join(run.work_dir, DONE_FILE), 'w') as f:
+        json.dump(record, f, indent=1)
+    return executed
+
+
+def _in_parallel(todo, jobs: int, execute, log) -> List[List[str]]:
+    """:func:`_train_and_test` for each item, ``jobs`` at a time.
+
+    After the first failure no new run starts; the running ones finish (a
+    run killed half-way would only have to be resumed), then the first
+    failure in plan order is raised.
+    """
+    stop = threading.Event()
+
+    def one(item):
+        if stop.is_set():
+            return None  # not started: an earlier run failed
+        try:
+            return _train_and_test(*item, execute, log)
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one, item) for item in todo]
+    executed = []
+    for f in futures:
+        err = f.exception()
+        if err is not None:
+            raise err
+        executed += f.result() or []
+    return executed
+
+
 def run_study(configs: Sequence[str],
               activations: Optional[Sequence[str]] = None,
               seeds: Sequence[int] = (0, ),
@@ -179,6 +248,7 @@ def run_study(configs: Sequence[str],
               baseline: Optional[str] = None,
               flops_shape: Optional[Sequence[int]] = None,
               flops: bool = True,
+              jobs: int = 1,
               tools_dir: Optional[str] = None,
               execute: Callable[[List[str], str], None] = _execute,
               log: Callable[[str], None] = print) -> dict:
@@ -204,6 +274,11 @@ def run_study(configs: Sequence[str],
         baseline (str, optional): the member the Δ columns compare with
             (default: the one with ``ReLU``).
         flops_shape ((H, W), optional), flops (bool): the FLOP count's input.
+        jobs (int): CPU runs (``cpu=True``) trained and tested at a time, each
+            with ``cpu_count() // jobs`` threads (``OMP_NUM_THREADS``, unless
+            set); on a small machine several single-threaded runs get more
+            done than one run on every core. The first failure stops new runs
+            from starting; the running ones finish, then it is raised.
         execute: runs one command, output to a log file (tests replace it).
 
     Returns:
@@ -220,6 +295,15 @@ def run_study(configs: Sequence[str],
         work_dir = osp.join('work_dirs', 'study', family_name(configs[0]))
     if data_root and not osp.isdir(data_root):
         raise StudyError(f'--data-root {data_root!r} is not a directory')
+    if jobs < 1:
+        raise StudyError(f'--jobs must be >= 1, got {jobs}')
+    if jobs > 1 and not cpu:
+        raise StudyError(f'--jobs {jobs} runs several trainings at once on the '
+                         'CPU: pass --cpu (on GPUs use --gpus N, one run at a '
+                         'time on N GPUs)')
+    if jobs > 1 and execute is _execute:
+        execute = partial(_execute,
+                          threads=max(1, (os.cpu_count() or 1) // jobs))
     tools_dir = tools_dir or osp.join(REPO_ROOT, 'tools')
     runs = plan_runs(members, seeds, work_dir, iters, val_interval)
     log(f'study {work_dir}: {len(members)} activations x {len(seeds)} seeds: '
@@ -238,6 +322,7 @@ def run_study(configs: Sequence[str],
                 + '; pass --resume to skip the finished ones and continue the '
                 'others, --collect-only to report them, or choose another '
                 '--work-dir')
+        todo = []
         for i, run in enumerate(runs, 1):
             state = run_state(run)
             train, test = _commands(run, gpus, data_root, cpu,
@@ -250,29 +335,12 @@ def run_study(configs: Sequence[str],
                 log(f'{head} ({state}):\n  ' + ' '.join(train) + '\n  '
                     + ' '.join(test))
                 continue
-            _write_config(run)
-            record = dict(member=run.member.name,
-                          activation=run.member.activation, seed=run.seed,
-                          config=run.config_file, source=run.member.source,
-                          checkpoint=run.final_checkpoint)
-            if state != 'test':
-                log(f'{head}: training ({"resumed" if state == "resume" else "new"}'
-                    f'), log {osp.join(run.work_dir, "study_train.out")}')
-                t0 = time.time()
-                execute(train, osp.join(run.work_dir, 'study_train.out'))
-                executed.append(train)
-                record.update(train_command=train, train_seconds=time.time() - t0)
-            if not is_complete_checkpoint(run.final_checkpoint):
-                raise StudyError(f'{run.work_dir}: training finished without '
-                                 f'writing {run.final_checkpoint}')
-            log(f'{head}: testing {run.final_checkpoint}')
-            t0 = time.time()
-            execute(test, osp.join(run.work_dir, 'study_test.out'))
-            executed.append(test)
-            record.update(test_command=test, test_seconds=time.time() - t0,
-                          finished=time.strftime('%Y-%m-%d %H:%M:%S'))
-            with open(osp.join(run.work_dir, DONE_FILE), 'w') as f:
-                json.dump(record, f, indent=1)
+            todo.append((head, run, state, train, test))
+        if jobs == 1:
+            for item in todo:
+                executed += _train_and_test(*item, execute, log)
+        elif todo:
+            executed += _in_parallel(todo, jobs, execute, log)
         if dry_run:
             return dict(runs=[r.work_dir for r in runs], executed=[])
     report = build_report(runs, members, work_dir=work_dir, seeds=seeds,

@@ -208,6 +208,76 @@ def test_resume_skips_finished_runs(tmp_path):
     assert done == []
 
 
+# stand-ins for tools/train.py and tools/test.py (real subprocesses through
+# the study's own _execute): train writes the final checkpoint and when it ran
+FAKE_TRAIN = """import json, os, sys, time, zipfile
+wd = sys.argv[sys.argv.index('--work-dir') + 1]
+os.makedirs(wd, exist_ok=True)
+t0 = time.time()
+if os.path.basename(wd) in os.environ.get('FAKE_FAIL', '').split(','):
+    print('fake training failed'); sys.exit(3)
+time.sleep(float(os.environ.get('FAKE_SECONDS', '0')))
+with zipfile.ZipFile(os.path.join(wd, 'iter_2.pth'), 'w') as z:
+    z.writestr('archive/data.pkl', b'x')
+with open(os.path.join(wd, 'fake_train.json'), 'w') as f:
+    json.dump(dict(start=t0, end=time.time(),
+                   threads=os.environ.get('OMP_NUM_THREADS')), f)
+"""
+
+
+@pytest.fixture()
+def fake_tools(tmp_path):
+    tools = tmp_path / 'tools'
+    tools.mkdir()
+    (tools / 'train.py').write_text(FAKE_TRAIN)
+    (tools / 'test.py').write_text('print("fake test")\n')
+    return str(tools)
+
+
+def test_jobs_run_side_by_side(tmp_path, fake_tools, monkeypatch):
+    wd = str(tmp_path / 'study')
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setenv('FAKE_SECONDS', '1.5')
+    monkeypatch.setattr(os, 'cpu_count', lambda: 4)
+    opts = dict(configs=[DEMO], activations=['ReLU', 'AconC'], seeds=[0, 1],
+                work_dir=wd, iters=2, flops=False, log=_quiet,
+                tools_dir=fake_tools, cpu=True)
+    with pytest.raises(StudyError, match='--cpu'):
+        run_study(**{**opts, 'cpu': False}, jobs=2)
+    with pytest.raises(StudyError, match='--jobs must be >= 1'):
+        run_study(**opts, jobs=0)
+    assert not osp.exists(wd)  # refused before anything was written
+    rep = run_study(**opts, jobs=2)
+    names = ['relu_seed0', 'relu_seed1', 'aconc_seed0', 'aconc_seed1']
+    runs = {n: json.load(open(osp.join(wd, n, 'fake_train.json')))
+            for n in names}
+    assert all(osp.isfile(osp.join(wd, n, 'study_run.json')) for n in names)
+    assert len(rep['executed']) == 8  # a train and a test per run
+    # two at a time: the first two overlap, and never three at once
+    assert runs['relu_seed0']['start'] < runs['relu_seed1']['end']
+    assert runs['relu_seed1']['start'] < runs['relu_seed0']['end']
+    for n in names:
+        live = [m for m in names if runs[m]['start'] <= runs[n]['start']
+                < runs[m]['end']]
+        assert len(live) <= 2, live
+    assert {r['threads'] for r in runs.values()} == {'2'}  # 4 cores / 2 jobs
+
+
+def test_jobs_stop_at_the_first_failure(tmp_path, fake_tools, monkeypatch):
+    wd = str(tmp_path / 'study')
+    monkeypatch.setenv('FAKE_FAIL', 'relu_seed0')
+    monkeypatch.setenv('FAKE_SECONDS', '1')
+    with pytest.raises(StudyError, match='relu_seed0') as err:
+        run_study([DEMO], ['ReLU', 'AconC'], seeds=[0, 1], work_dir=wd,
+                  iters=2, flops=False, log=_quiet, tools_dir=fake_tools,
+                  cpu=True, jobs=2)
+    assert 'fake training failed' in str(err.value)
+    # the run beside it finished and is marked done; none started after it
+    assert osp.isfile(osp.join(wd, 'relu_seed1', 'study_run.json'))
+    assert not osp.exists(osp.join(wd, 'aconc_seed0', 'fake_train.json'))
+    assert not osp.exists(osp.join(wd, 'aconc_seed1', 'fake_train.json'))
+
+
 # --------------------------------------------------------------------------
 # a real study
 @pytest.fixture(scope='module')

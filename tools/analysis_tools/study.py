@@ -17,7 +17,7 @@ refused with the differing keys, unless --allow-differences.
 
 Each member and seed is trained with tools/train.py (tools/dist_train.sh with
 --gpus N) and its final checkpoint tested with tools/test.py, one after
-another, in WORK_DIR/<member>_seed<k>/ (default WORK_DIR:
+another (--cpu --jobs N: N at a time), in WORK_DIR/<member>_seed<k>/ (default WORK_DIR:
 work_dirs/study/<config name without the activation>); the configs as run are
 in WORK_DIR/configs/. --resume skips tested runs and resumes the others;
 --collect-only reports existing runs (made elsewhere, same layout).
@@ -66,6 +66,9 @@ def parse_args(argv=None):
                    help='N > 1: tools/dist_train.sh / dist_test.sh on N GPUs')
     p.add_argument('--cpu', action='store_true',
                    help='pass --cpu to the tools (run without CUDA)')
+    p.add_argument('--jobs', type=int, default=1,
+                   help='with --cpu: train and test N runs at a time, each '
+                   'with cpu_count/N threads (default 1)')
     p.add_argument('--data-root', help='passed to train.py and test.py')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help='override settings of every member, key=value')
@@ -87,6 +90,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.gpus < 1:
         p.error(f'--gpus must be >= 1, got {args.gpus}')
+    if args.jobs < 1:
+        p.error(f'--jobs must be >= 1, got {args.jobs}')
+    if args.jobs > 1 and not args.cpu:
+        p.error(f'--jobs {args.jobs} runs several trainings at once on the '
+                'CPU: add --cpu (on GPUs: --gpus N)')
     if args.iters is not None and args.iters < 1:
         p.error(f'--iters must be >= 1, got {args.iters}')
     if args.collect_only and args.resume:
@@ -107,7 +115,8 @@ def main(argv=None):
             activation_key=args.activation_key, resume=args.resume,
             collect_only=args.collect_only, dry_run=args.dry_run,
             allow_differences=args.allow_differences, baseline=args.baseline,
-            flops_shape=args.flops_shape, flops=not args.no_flops)
+            flops_shape=args.flops_shape, flops=not args.no_flops,
+            jobs=args.jobs)
     except StudyError as err:
         print(f'ERROR: {err}', file=sys.stderr)
         sys.exit(2)
