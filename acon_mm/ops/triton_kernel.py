@@ -59,7 +59,7 @@ from torch import Tensor
 from .layout import BETA_FULL, BETA_PIX, BETA_ROW, KernelLayout, kernel_layout
 
 from . import triton_utils as _tu
-from .triton_utils import _HAS_TRITON, device_guard, tl, triton  # noqa: F401
+from .triton_utils import _HAS_TRITON, tl, triton
 
 __all__ = ['triton_available', 'acon_fwd_triton', 'acon_bwd_triton', 'probe',
            'BLOCK_L_BUCKETS']

@@ -155,10 +155,10 @@ def test_device_guard_uses_the_tensor_device(monkeypatch):
         yield
 
     monkeypatch.setattr(torch.cuda, 'device', fake_device)
-    with triton_kernel.device_guard(types.SimpleNamespace(device=torch.device('cuda', 1))):
+    with triton_utils.device_guard(types.SimpleNamespace(device=torch.device('cuda', 1))):
         pass
     assert entered == [torch.device('cuda', 1)]
-    with triton_kernel.device_guard(torch.zeros(1)):  # CPU (interpreter): no CUDA call
+    with triton_utils.device_guard(torch.zeros(1)):  # CPU (interpreter): no CUDA call
         pass
     assert entered == [torch.device('cuda', 1)]
 

@@ -90,11 +90,6 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.gpus < 1:
         p.error(f'--gpus must be >= 1, got {args.gpus}')
-    if args.jobs < 1:
-        p.error(f'--jobs must be >= 1, got {args.jobs}')
-    if args.jobs > 1 and not args.cpu:
-        p.error(f'--jobs {args.jobs} runs several trainings at once on the '
-                'CPU: add --cpu (on GPUs: --gpus N)')
     if args.iters is not None and args.iters < 1:
         p.error(f'--iters must be >= 1, got {args.iters}')
     if args.collect_only and args.resume:
