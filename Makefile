@@ -8,7 +8,7 @@ else
 PYTHON ?= .venv/bin/python
 endif
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 setup:
 	bash tools/setup_env.sh
@@ -16,8 +16,13 @@ setup:
 demo: setup
 	$(PYTHON) tools/demo.py
 
+# the full suite: what CI (.ci/run) runs
 test: setup
 	$(PYTHON) -m pytest -q tests
+
+# the inner loop: everything but the tests marked slow (real multi-minute runs, kernel builds)
+test-fast: setup
+	$(PYTHON) -m pytest -q -m "not slow" tests
 
 bench: setup
 	$(PYTHON) tools/analysis_tools/benchmark_acon.py

@@ -16,6 +16,11 @@ of the source files, the flags, the compiler and its version, the torch and Pyth
 versions and the CPU's flags (see :func:`build_key`): any change to any of them builds
 anew. Where ``-march=native`` does not compile, a portable flag set is tried.
 
+Builds are safe to interrupt: :class:`BuildLock` serialises them with an OS ``flock``
+that dies with its holder and clears the ``lock`` file torch leaves behind when a
+builder is killed (which would otherwise make every later load wait forever); a wait
+on a live holder longer than a build is logged with the holder's pid.
+
 The constants of ``acon_constants.h`` (``ABI_VERSION``, ``SEG``, ...) are attributes
 of the compiled module; :func:`ext_constants` returns them. Python never repeats them.
 
@@ -34,13 +39,14 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
 __all__ = ['load_cpu_ext', 'cpu_ext_error', 'kernel_cache_dir', 'ext_constants',
-           'build_key', 'source_files', 'CSRC_DIR']
+           'build_key', 'source_files', 'BuildLock', 'CSRC_DIR']
 
 #: Root of the C++ sources (package data).
 CSRC_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
@@ -154,6 +160,106 @@ def build_key(flags: Sequence[str], cxx: str, csrc_dir: str = CSRC_DIR,
     return h.hexdigest()[:16]
 
 
+#: Seconds a build lock may be held by another live process before the wait is logged
+#: (a build takes about 1.5 min on 2 cores), and then every this many seconds again.
+LOCK_WARN_AFTER_S = 300.0
+_LOCK_POLL_S = 0.5
+
+
+def _lock_owner(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip() or 'unknown'
+    except OSError:
+        return 'unknown'
+
+
+class BuildLock:
+    """An exclusive, interrupt-safe lock on one build directory.
+
+    ``torch.utils.cpp_extension.load`` guards its build directory with a ``lock``
+    file that a killed builder never removes (``FileBaton``: ``O_CREAT | O_EXCL``;
+    every later ``load`` then waits forever, pytorch/pytorch#189245). acon-mm takes
+    this lock first: an OS ``flock`` on ``<build_dir>.lock``, which the kernel releases
+    when its holder dies however it dies (SIGKILL, Ctrl-C, the OOM killer,
+    ``scancel``). Holding it, no other acon-mm process can be building there, so a
+    torch ``lock`` file found inside is a dead builder's and is removed before
+    ``load`` runs. Two processes that start on an empty cache (a 2-rank DDP run,
+    ``study --jobs 2``) build once: the second waits here, then finds the build done
+    (ninja rebuilds nothing; it does relink or recompile what a killed build left
+    unfinished, since an interrupted step is never recorded in its log).
+
+    A wait longer than :data:`LOCK_WARN_AFTER_S` is logged with the lock's path,
+    its holder (pid, host, since when) and the time waited, and again as long as it
+    lasts; the holder is alive (a dead one holds no ``flock``).
+
+    Args:
+        build_dir (str): the build directory (created if missing).
+    """
+
+    def __init__(self, build_dir: str):
+        self.build_dir = build_dir
+        self.path = build_dir.rstrip(os.sep) + '.lock'
+        self.owner_path = build_dir.rstrip(os.sep) + '.owner'
+        self._fd = None
+        #: Seconds spent waiting for another process in the last ``__enter__``.
+        self.waited_s = 0.0
+
+    def __enter__(self) -> 'BuildLock':
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): torch's own lock file only
+            os.makedirs(self.build_dir, exist_ok=True)
+            return self
+        os.makedirs(osp.dirname(self.path) or '.', exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        start = time.monotonic()
+        next_warn = start + LOCK_WARN_AFTER_S
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    pass
+                now = time.monotonic()
+                if now >= next_warn:
+                    warnings.warn(
+                        f'acon_mm: waiting {now - start:.0f} s for the kernel build lock '
+                        f'{self.path}, held by {_lock_owner(self.owner_path)} (a live '
+                        'process: a dead one holds no lock). If that process is not '
+                        'building (a stopped job, a hung compiler), stop it or set '
+                        'ACON_MM_CACHE_DIR to another directory; see docs/installation.md, '
+                        '"Troubleshooting".', stacklevel=3)
+                    next_warn = now + LOCK_WARN_AFTER_S
+                time.sleep(_LOCK_POLL_S)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.waited_s = time.monotonic() - start
+        self._fd = fd
+        try:
+            with open(self.owner_path, 'w') as f:
+                f.write(f'pid {os.getpid()} on {platform.node()} since '
+                        f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n')
+        except OSError:
+            pass
+        os.makedirs(self.build_dir, exist_ok=True)
+        stale = osp.join(self.build_dir, 'lock')  # torch's FileBaton, left by a dead builder
+        if osp.exists(stale):
+            os.remove(stale)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            try:
+                os.remove(self.owner_path)
+            except OSError:
+                pass
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+
+
 def _build():
     from torch.utils.cpp_extension import load
     cxx = _compiler()
@@ -167,12 +273,13 @@ def _build():
         for flags in _FLAG_SETS:
             name = f'acon_mm_ext_{build_key(flags, cxx, compiler_version=version)}'
             build_dir = osp.join(cache, name)
-            os.makedirs(build_dir, exist_ok=True)
             try:
-                ext = load(name, sources=[osp.join(CSRC_DIR, s) for s in _SOURCES],
-                           extra_include_paths=[osp.join(CSRC_DIR, d) for d in _INCLUDE_DIRS],
-                           extra_cflags=list(flags), extra_ldflags=['-fopenmp'],
-                           build_directory=build_dir, verbose=False)
+                with BuildLock(build_dir):
+                    ext = load(name, sources=[osp.join(CSRC_DIR, s) for s in _SOURCES],
+                               extra_include_paths=[osp.join(CSRC_DIR, d)
+                                                    for d in _INCLUDE_DIRS],
+                               extra_cflags=list(flags), extra_ldflags=['-fopenmp'],
+                               build_directory=build_dir, verbose=False)
             except Exception as e:  # noqa: BLE001  (a failed build: next flag set)
                 errors.append(f'{" ".join(flags)}: {type(e).__name__}: {str(e)[-600:]}')
                 continue
