@@ -8,7 +8,7 @@ else
 PYTHON ?= .venv/bin/python
 endif
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup:
 	bash tools/setup_env.sh
@@ -23,6 +23,10 @@ test: setup
 # the inner loop: everything but the tests marked slow (real multi-minute runs, kernel builds)
 test-fast: setup
 	$(PYTHON) -m pytest -q -m "not slow" tests
+
+# ruff (pinned by tools/setup_env.sh, configured in pyproject.toml): lint and import order
+lint: setup
+	$(PYTHON) -m ruff check .
 
 bench: setup
 	$(PYTHON) tools/analysis_tools/benchmark_acon.py

@@ -9,6 +9,8 @@ Packages, bottom to top (each imports only those before it):
 ``utils`` -> ``ops`` -> ``models`` -> ``datasets`` -> ``engine`` ->
 ``analysis`` / ``testing``.
 """
+# The subpackages are imported bottom to top, in the layering order above: keep it.
+# isort: off
 from .version import __version__  # noqa: F401
 from . import utils  # noqa: F401,E402
 from . import ops  # noqa: F401,E402
@@ -17,6 +19,7 @@ from . import datasets  # noqa: F401,E402
 from . import engine  # noqa: F401,E402
 from .models import *  # noqa: F401,F403,E402
 from .patches import install_patches  # noqa: E402
+# isort: on
 
 install_patches()
 

@@ -15,11 +15,14 @@ import json
 import math
 import os
 import re
-from typing import Dict, List, Sequence
+from typing import TYPE_CHECKING, Dict, List, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:  # numpy is imported where it is used; only the annotations name it here
+    import numpy as np
 
 #: a gzipped copy of the published ``official_acon_layouts.json``
 LAYOUTS_FILE = os.path.join(os.path.dirname(__file__),

@@ -2,18 +2,22 @@
 import copy
 import functools
 import glob
+import importlib.util
 import os.path as osp
 import re
-
-import importlib.util
 
 import pytest
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from acon_mm.engine.runner_utils import (MissingPretrainedError, NoCUDAError,
-                                        adapt_cfg_to_device, check_pretrained_files,
-                                        config_task, set_data_root)
+from acon_mm.engine.runner_utils import (
+    MissingPretrainedError,
+    NoCUDAError,
+    adapt_cfg_to_device,
+    check_pretrained_files,
+    config_task,
+    set_data_root,
+)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(
@@ -88,6 +92,8 @@ def test_config_builds(rel):
         text = f.read()
     assert re.search(r"_base_ = '(mmdet::|mmseg::|mmpretrain::|\./|\.\./)",
                      text), rel
+    # acon-mm's kill-safe hook, selected by name (upstream's is not replaced)
+    assert cfg.default_hooks.checkpoint.type == 'AconCheckpointHook', rel
     # an earlier test may have left another library's default scope current
     with DefaultScope.overwrite_default_scope(scope):
         model = _registry(scope).build(copy.deepcopy(cfg.model))
@@ -145,7 +151,7 @@ def test_config_builds(rel):
 
 
 def _check_imagenet_recipe(cfg, name):
-    """The official recipe (shared/official_acon_architecture.md)."""
+    """The official recipe (github.com/nmaac/acon: train.py, utils.py)."""
     dp = cfg.model.data_preprocessor
     assert dp.mean == RAW_BGR['mean'] and dp.std == RAW_BGR['std']
     assert dp.to_rgb is False
@@ -234,8 +240,9 @@ def test_imagenet_backbone_fits_the_transfer_backbones(act):
     if not HAS_MMPRETRAIN:
         pytest.skip('mmpretrain is not installed')
     import torch
-    import acon_mm  # noqa: F401
     from mmengine.registry import MODELS
+
+    import acon_mm  # noqa: F401
     src = _load(f'configs/imagenet/resnet50-{act}_8xb32_in1k.py').model.backbone
     keys = None
     for rel in (f'configs/retinanet/retinanet_r50-{act}_fpn_1x_coco.py',

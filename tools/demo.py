@@ -3,7 +3,8 @@
 
 On a machine without GPU and without any download it
 
-1. generates the demo data (``tools/misc/make_demo_data.py``: COCO-format
+1. generates the demo data (:func:`acon_mm.testing.make_demo_data`, as
+   ``tools/misc/make_demo_data.py`` does: COCO-format
    shapes and Cityscapes-layout street scenes, deterministic from ``--seed``);
 2. trains ``configs/demo/retinanet_r18-aconc_fpn_demo.py`` (RetinaNet with a
    ResNet-18 ACON-C backbone, from scratch) with ``tools/train.py`` and
@@ -20,13 +21,17 @@ evaluates its top-1, then trains and evaluates
 ``configs/demo/retinanet_r18-aconc_fpn_pretrained_demo.py`` (the demo
 RetinaNet initialised from that checkpoint with ``prefix='backbone.'``).
 
-It runs the same ``main()`` of ``tools/train.py`` / ``tools/test.py`` a user
-calls (in this process, to share the start-up time) and prints the equivalent
-commands. Exit status 1 if the detector's bbox mAP stays below ``--min-map``.
+It builds and runs each config with the functions ``tools/train.py`` and
+``tools/test.py`` are made of (:func:`acon_mm.engine.run_config.build_train_cfg`
+and :func:`~acon_mm.engine.runner_utils.run_train`,
+:func:`~acon_mm.engine.run_config.build_test_cfg` and
+:func:`~acon_mm.engine.runner_utils.run_test`), in this process to share the
+start-up time, and prints the equivalent commands. Exit status 1 if the
+detector's bbox mAP stays below ``--min-map`` (2 if a run cannot start, as
+``tools/train.py``).
 """
 import argparse
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -48,15 +53,6 @@ DET_PRETRAINED_CONFIG = osp.join(
 # detector demo iterations (both at their demo batch sizes); used to decide
 # whether the segmentation part fits the time budget.
 SEG_ITER_COST = 1.1
-
-
-def _load_tool(name):
-    path = osp.join(ROOT, 'tools', *name.split('/'))
-    spec = importlib.util.spec_from_file_location(
-        'acon_mm_tool_' + name.replace('/', '_').replace('.py', ''), path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def parse_args(argv=None):
@@ -121,32 +117,59 @@ def _train_metrics(work_dir):
     return found
 
 
-def _run(kind, cfg_src, data_root, work_dir, iters, seed, train_tool,
-         test_tool):
+def _command(tool, *args):
+    """The equivalent command line, repository paths relative."""
+    return f'python tools/{tool} ' + ' '.join(
+        _rel(a) if osp.isabs(a) else a for a in args)
+
+
+def _train(config, work_dir, data_root):
+    """``python tools/train.py CONFIG --work-dir W --data-root D --cpu``, in
+    this process (``--cpu``: the demo is meant for any machine; with CUDA it
+    still uses the GPU)."""
+    from acon_mm.engine.run_config import build_train_cfg
+    from acon_mm.engine.runner_utils import exit_on_setup_error, run_train
+    os.environ.setdefault('LOCAL_RANK', '0')  # as tools/train.py's parse_args
+    cfg = build_train_cfg(config, work_dir=work_dir, data_root=data_root)
+    with exit_on_setup_error():
+        run_train(cfg, config=config, allow_cpu=True)
+
+
+def _test(config, checkpoint, work_dir, data_root, out=None, show_dir=None):
+    """``python tools/test.py CONFIG CHECKPOINT --work-dir W --data-root D
+    [--out OUT] [--show-dir DIR] --cpu``, in this process; returns the metrics
+    and where the drawn predictions are."""
+    from acon_mm.engine.run_config import build_test_cfg
+    from acon_mm.engine.runner_utils import exit_on_setup_error, run_test
+    os.environ.setdefault('LOCAL_RANK', '0')  # as tools/test.py's parse_args
+    cfg, task, drawn = build_test_cfg(config, checkpoint, work_dir=work_dir,
+                                      data_root=data_root, out=out,
+                                      show_dir=show_dir)
+    with exit_on_setup_error():
+        return run_test(cfg, task, checkpoint, allow_cpu=True, out=out,
+                        drawn=drawn), drawn
+
+
+def _run(kind, cfg_src, data_root, work_dir, iters, seed):
     cfg_file, iters = _config_for(cfg_src, work_dir, iters, seed)
-    # --cpu: the demo is meant for any machine; with CUDA it still uses the GPU
-    train_argv = [cfg_file, '--work-dir', work_dir, '--data-root', data_root,
-                  '--cpu']
-    print(f'\n=== {kind}: training {iters} iterations\n    python tools/train.py '
-          + ' '.join(_rel(a) if osp.isabs(a) else a for a in train_argv),
-          flush=True)
+    print(f'\n=== {kind}: training {iters} iterations\n    '
+          + _command('train.py', cfg_file, '--work-dir', work_dir,
+                     '--data-root', data_root, '--cpu'), flush=True)
     t0 = time.time()
-    train_tool.main(train_argv)
+    _train(cfg_file, work_dir, data_root)
     t_train = time.time() - t0
     ckpt = osp.join(work_dir, f'iter_{iters}.pth')
     show_dir = osp.join(work_dir, 'show')
     out = osp.join(work_dir, 'predictions.pkl')
-    test_argv = [cfg_file, ckpt, '--work-dir', osp.join(work_dir, 'test'),
-                 '--data-root', data_root, '--out', out, '--show-dir', show_dir,
-                 '--cpu']
-    print(f'\n=== {kind}: evaluating\n    python tools/test.py '
-          + ' '.join(_rel(a) if osp.isabs(a) else a for a in test_argv),
-          flush=True)
+    test_dir = osp.join(work_dir, 'test')
+    print(f'\n=== {kind}: evaluating\n    '
+          + _command('test.py', cfg_file, ckpt, '--work-dir', test_dir,
+                     '--data-root', data_root, '--out', out, '--show-dir',
+                     show_dir, '--cpu'), flush=True)
     t1 = time.time()
-    metrics = test_tool.main(test_argv)
+    metrics, drawn = _test(cfg_file, ckpt, test_dir, data_root, out=out,
+                           show_dir=show_dir)
     t_test = time.time() - t1
-    drawn = show_dir if kind == 'detection' else osp.join(
-        show_dir, 'vis_data', 'vis_image')
     return dict(kind=kind, config=cfg_file, iters=iters, checkpoint=ckpt,
                 log=_latest_log(work_dir), metrics=metrics,
                 train_metrics=_train_metrics(work_dir), predictions=out,
@@ -156,33 +179,28 @@ def _run(kind, cfg_src, data_root, work_dir, iters, seed, train_tool,
 def _pretrain_chain(args, t_start):
     """``--pretrain``: classification pretraining, then the detector from it."""
     from mmengine.config import Config
-    make_data = _load_tool('misc/make_demo_data.py')
+
+    from acon_mm.testing import make_demo_data
     print(f'=== data: generating the demo datasets in {args.data_dir}',
           flush=True)
-    make_data.main(['--out-dir', args.data_dir, '--seed', str(args.seed),
-                    '--only', 'coco'])
-    make_data.main(['--out-dir', args.data_dir, '--seed', str(args.seed),
-                    '--only', 'imagenet'])
-    train_tool = _load_tool('train.py')
-    test_tool = _load_tool('test.py')
+    make_demo_data(args.data_dir, seed=args.seed, which=('coco', 'imagenet'))
     # 1. pretraining (classification; top-1 on the generated val split)
     cls_dir = osp.join(args.work_dir, 'resnet18-aconc_demo_in1k')
     cls_cfg, cls_iters = _config_for(CLS_CONFIG, cls_dir, args.pretrain_iters,
                                      args.seed)
     data_root = osp.join(args.data_dir, 'imagenet')
-    argv = [cls_cfg, '--work-dir', cls_dir, '--data-root', data_root, '--cpu']
-    print(f'\n=== pretraining: {cls_iters} iterations\n    python '
-          'tools/train.py ' + ' '.join(_rel(a) if osp.isabs(a) else a
-                                       for a in argv), flush=True)
+    print(f'\n=== pretraining: {cls_iters} iterations\n    '
+          + _command('train.py', cls_cfg, '--work-dir', cls_dir, '--data-root',
+                     data_root, '--cpu'), flush=True)
     t0 = time.time()
-    train_tool.main(argv)
+    _train(cls_cfg, cls_dir, data_root)
     t_cls = time.time() - t0
     cls_ckpt = osp.join(cls_dir, f'iter_{cls_iters}.pth')
-    argv = [cls_cfg, cls_ckpt, '--work-dir', osp.join(cls_dir, 'test'),
-            '--data-root', data_root, '--cpu']
-    print('\n=== pretraining: evaluating\n    python tools/test.py '
-          + ' '.join(_rel(a) if osp.isabs(a) else a for a in argv), flush=True)
-    cls_metrics = test_tool.main(argv)
+    cls_test_dir = osp.join(cls_dir, 'test')
+    print('\n=== pretraining: evaluating\n    '
+          + _command('test.py', cls_cfg, cls_ckpt, '--work-dir', cls_test_dir,
+                     '--data-root', data_root, '--cpu'), flush=True)
+    cls_metrics, _ = _test(cls_cfg, cls_ckpt, cls_test_dir, data_root)
     # 2. the detector, initialised from the pretrained backbone
     det_dir = osp.join(args.work_dir, 'retinanet_r18-aconc_fpn_pretrained_demo')
     os.makedirs(det_dir, exist_ok=True)
@@ -191,7 +209,7 @@ def _pretrain_chain(args, t_start):
     src = osp.join(det_dir, 'source_' + osp.basename(DET_PRETRAINED_CONFIG))
     cfg.dump(src)
     det = _run('detection', src, osp.join(args.data_dir, 'coco'), det_dir,
-               args.det_iters, args.seed, train_tool, test_tool)
+               args.det_iters, args.seed)
     total = time.time() - t_start
     top1 = cls_metrics.get('accuracy/top1')
     mAP = float(det['metrics'].get('coco/bbox_mAP', 0.0))
@@ -214,16 +232,14 @@ def main(argv=None):
     t_start = time.time()
     if args.pretrain:
         return _pretrain_chain(args, t_start)
-    make_data = _load_tool('misc/make_demo_data.py')
+    from acon_mm.testing import make_demo_data
     print(f'=== data: generating the demo datasets in {args.data_dir}',
           flush=True)
-    make_data.main(['--out-dir', args.data_dir, '--seed', str(args.seed)])
-    train_tool = _load_tool('train.py')
-    test_tool = _load_tool('test.py')
+    make_demo_data(args.data_dir, seed=args.seed)
     results = [
         _run('detection', DET_CONFIG, osp.join(args.data_dir, 'coco'),
              osp.join(args.work_dir, 'retinanet_r18-aconc_fpn_demo'),
-             args.det_iters, args.seed, train_tool, test_tool)
+             args.det_iters, args.seed)
     ]
     det = results[0]
     elapsed = time.time() - t_start
@@ -245,7 +261,7 @@ def main(argv=None):
             _run('segmentation', SEG_CONFIG,
                  osp.join(args.data_dir, 'cityscapes'),
                  osp.join(args.work_dir, 'pspnet_r18-d8-aconc_demo'),
-                 args.seg_iters, args.seed, train_tool, test_tool))
+                 args.seg_iters, args.seed))
     total = time.time() - t_start
     _summary(results, total, seg_note if not run_seg else '', args)
     mAP = float(det['metrics'].get('coco/bbox_mAP', 0.0))

@@ -14,27 +14,57 @@
 #      (tools/misc/gpu_train_probe.py: s/iter, peak memory, finite losses)
 #   4. the ACON benchmark: tools/analysis_tools/benchmark_acon.py --device cuda --json FILE
 # Output: work_dirs/gpu_check/<date>/{report.json,gpu_check.log,...}, and report.json plus the
-# log copied to $OUT when OUT is set. --cpu-smoke: no set-up (uses .venv or ACON_MM_CHECK_PYTHON),
-# small data, 2 CPU iterations, no AMP.
-# Environment: ACON_MM_GPU_CHECK_BUDGET (seconds, default 530), ACON_MM_PROBE_ITERS (30).
+# log copied to $OUT when OUT is set. --cpu-smoke: no set-up (uses .venv or --python), small
+# data, 2 CPU iterations, no AMP.
+#
+# Options:
+#   --wheels DIR          the wheel folder (default work_dirs/gpu_wheels)
+#   --cpu-smoke           the dry run on a CPU machine with a set-up .venv
+#   --budget SECONDS      total time budget (default 530; --cpu-smoke 2400)
+#   --iters N             iterations of each train probe (default 30; --cpu-smoke 2)
+#   --cfg-options "K=V ..."  passed to every train probe as --cfg-options K=V ...
+#                         (space-separated; repeatable)
+#   --peak-gbs X          the GPU's peak memory bandwidth in GB/s for the benchmark
+#                         (default: the published figure of a known GPU, else what the
+#                         benchmark computes from the device properties)
+#   --data-timeout S      seconds to wait for the demo data after the CUDA tests (default 150)
+#   --python PATH         --cpu-smoke: the Python of the environment (default .venv/bin/python)
+#   -h, --help            this text
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 T0=$SECONDS
 MODE=gpu
 WHEELS="$ROOT/work_dirs/gpu_wheels"
+BUDGET="" ITERS="" PEAK_GBS="" DATA_TIMEOUT=150 CHECK_PYTHON=""
+PROBE_CFG_OPTIONS=()
+usage() { sed -n '2,/^set -uo pipefail/{/^set /d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
+die() { echo "gpu_check.sh: $*" >&2; echo "usage: $0 [--wheels DIR] [--cpu-smoke] [--budget SECONDS] [--iters N] [--cfg-options \"K=V ...\"] [--peak-gbs X] [--data-timeout S] [--python PATH] (--help)" >&2; exit 2; }
+# need OPTION VALUE NUMBER_RE: the option's value, checked against NUMBER_RE if given
+need() {
+  [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"
+  [[ -z ${3:-} || $2 =~ $3 ]] || die "$1 $2: not a valid value"
+}
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    -h|--help) usage; exit 0 ;;
     --cpu-smoke) MODE=cpu-smoke ;;
-    --wheels) WHEELS="$(cd "$2" && pwd)"; shift ;;
-    *) echo "usage: $0 [--wheels DIR] [--cpu-smoke]" >&2; exit 2 ;;
+    --wheels) need "$1" "${2:-}"; WHEELS="$(cd "$2" && pwd)"; shift ;;
+    --budget) need "$1" "${2:-}" '^[0-9]+$'; BUDGET="$2"; shift ;;
+    --iters) need "$1" "${2:-}" '^[1-9][0-9]*$'; ITERS="$2"; shift ;;
+    --cfg-options) need "$1" "${2:-}"; read -r -a _opts <<< "$2"; PROBE_CFG_OPTIONS+=("${_opts[@]}"); shift ;;
+    --peak-gbs) need "$1" "${2:-}" '^[0-9]+([.][0-9]+)?$'; PEAK_GBS="$2"; shift ;;
+    --data-timeout) need "$1" "${2:-}" '^[0-9]+$'; DATA_TIMEOUT="$2"; shift ;;
+    --python) need "$1" "${2:-}"; CHECK_PYTHON="$2"; shift ;;
+    *) die "unknown argument $1" ;;
   esac
   shift
 done
+[[ $MODE == gpu && -n $CHECK_PYTHON ]] && die "--python is for --cpu-smoke (the GPU check sets up its own venv)"
 if [[ $MODE == gpu ]]; then
-  BUDGET="${ACON_MM_GPU_CHECK_BUDGET:-530}"; SUFFIX=""
+  BUDGET="${BUDGET:-530}"; SUFFIX=""
 else
-  BUDGET="${ACON_MM_GPU_CHECK_BUDGET:-2400}"; SUFFIX="-$MODE"
+  BUDGET="${BUDGET:-2400}"; SUFFIX="-$MODE"
 fi
 WORK="$ROOT/work_dirs/gpu_check/$(date +%Y%m%d-%H%M%S)$SUFFIX"
 mkdir -p "$WORK"
@@ -46,7 +76,7 @@ log() { printf '[gpu_check %s +%ds] %s\n' "$(date +%H:%M:%S)" $((SECONDS - T0)) 
 
 # Nothing may download: pip only from the wheel folder, no hub look-ups.
 export PIP_NO_INDEX=1 PIP_FIND_LINKS="$WHEELS" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export ACON_MM_NO_DOWNLOAD=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 
 left() { echo $((BUDGET - (SECONDS - T0))); }
 # stage NAME MAX_SECONDS CMD...: runs CMD under min(MAX, what is left of the budget)
@@ -156,16 +186,16 @@ if [[ $MODE == gpu ]]; then
   stage setup 420 bash tools/setup_env.sh
   PY="$WORK/venv/bin/python"
   DEVICE=cuda
-  ITERS="${ACON_MM_PROBE_ITERS:-30}"
+  ITERS="${ITERS:-30}"
   PROBE_ARGS=(--amp)
   DATA_ARGS=(--coco-size 800 1333 --coco-train 16 --coco-val 1
              --cityscapes-size 1024 2048 --cityscapes-train 8 --cityscapes-val 1)
   PROBE_MAX=75 BENCH_DEVICE=cuda
 else
-  PY="${ACON_MM_CHECK_PYTHON:-$ROOT/.venv/bin/python}"
+  PY="${CHECK_PYTHON:-$ROOT/.venv/bin/python}"
   log "cpu smoke: no set-up; using $PY"
   DEVICE=cpu
-  ITERS=2
+  ITERS="${ITERS:-2}"
   PROBE_ARGS=(--num-workers 0)
   DATA_ARGS=(--coco-train 4 --coco-val 1 --cityscapes-train 4 --cityscapes-val 1)
   PROBE_MAX=400 BENCH_DEVICE=cpu
@@ -183,7 +213,7 @@ DATA="$WORK/data"
 DATA_PID=$!
 stage pytest 75 "$PY" -m pytest -m cuda tests -q -p no:cacheprovider \
   --junitxml="$WORK/pytest.xml"
-for _ in $(seq 1 "${ACON_MM_DATA_TIMEOUT:-150}"); do kill -0 $DATA_PID 2>/dev/null || break; sleep 1; done
+for _ in $(seq 1 "$DATA_TIMEOUT"); do kill -0 $DATA_PID 2>/dev/null || break; sleep 1; done
 kill $DATA_PID 2>/dev/null && log "demo data: timed out"
 wait $DATA_PID; log "demo data: exit $? ($(tail -n 2 "$WORK/data.log" | tr '\n' ' '))"
 
@@ -197,14 +227,14 @@ for cfg in configs/retinanet/retinanet_r50-metaacon_fpn_1x_coco.py \
   stage "probe_$name" "$PROBE_MAX" "$PY" tools/misc/gpu_train_probe.py "$cfg" \
     --data-root "$DATA/$sub" --iters "$ITERS" --device "$DEVICE" ${PROBE_ARGS[@]+"${PROBE_ARGS[@]}"} \
     --work-dir "$WORK/probe/$name" --json "$WORK/probe_$name.json" \
-    ${ACON_MM_PROBE_CFG_OPTIONS:+--cfg-options $ACON_MM_PROBE_CFG_OPTIONS}
+    ${PROBE_CFG_OPTIONS[@]+--cfg-options "${PROBE_CFG_OPTIONS[@]}"}
 done
 
 # 4. the ACON benchmark (its flags are the benchmark's; a failure is recorded, not fatal)
 if [[ -f tools/analysis_tools/benchmark_acon.py ]]; then
-  # the GPU's peak memory bandwidth (GB/s) for the benchmark's "% of bandwidth": the
-  # published figure where known, else what the benchmark computes from the memory clock
-  PEAK_GBS="${ACON_MM_PEAK_GBS:-}"
+  # the GPU's peak memory bandwidth (GB/s) for the benchmark's "% of bandwidth": --peak-gbs,
+  # else the published figure where known, else what the benchmark computes from the
+  # memory clock
   if [[ -z $PEAK_GBS ]] && command -v nvidia-smi >/dev/null 2>&1; then
     case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)" in
       *H200*) PEAK_GBS=4800 ;; *H100*SXM*|*H100\ 80GB\ HBM3*) PEAK_GBS=3350 ;;

@@ -36,7 +36,11 @@ STACK=(
   "mmsegmentation==1.2.2"
   "mmpretrain==1.2.0"
   "ftfy" "regex" "pycocotools" "cityscapesscripts" "matplotlib"
-  "pytest" "pytest-timeout>=2.1" "numpy<2" "scipy" "tensorboard"
+  "pytest" "pytest-timeout>=2.1"
+  # lint: `make lint` (CI, .ci/run) runs `python -m ruff check .` (pinned: rules can change
+  # between ruff releases); pre-commit runs the same check as a git hook (.pre-commit-config.yaml)
+  "ruff==0.16.9" "pre-commit"
+  "numpy<2" "scipy" "tensorboard"
   # mmengine's Config resolves `_base_ = 'mmdet::...'` with pkg_resources,
   # which setuptools >= 81 no longer ships; torch wants >= 77.
   "setuptools>=77.0.3,<81"

@@ -23,7 +23,7 @@ __all__ = [
 # building a model from a project config and loading a checkpoint
 # ---------------------------------------------------------------------------
 def build_model_from_cfg(cfg) -> nn.Module:
-    """Build ``cfg.model`` in the config's scope (mmdet or mmseg), CPU, eval,
+    """Build ``cfg.model`` in the config's scope (mmdet, mmseg or mmpretrain), CPU, eval,
     SyncBN reverted to BN (the analysis runs on one process)."""
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import MODELS

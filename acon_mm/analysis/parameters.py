@@ -20,8 +20,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..models.layers import (BaseAcon, MetaAconC, acon_params,
-                             iter_acon_layers)
+from ..models.layers import BaseAcon, MetaAconC, acon_params, iter_acon_layers
 
 __all__ = [
     'layer_parameters', 'BetaRecorder'

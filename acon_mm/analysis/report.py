@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..models.layers import (MetaAconC, iter_acon_layers)
+from ..models.layers import MetaAconC, iter_acon_layers
 from .curves import get_pyplot
 from .model_loading import display_image
 from .parameters import BetaRecorder, layer_parameters

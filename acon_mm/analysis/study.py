@@ -27,10 +27,18 @@ from typing import Callable, List, Optional, Sequence
 from mmengine.config import Config, ConfigDict
 
 from ..engine.checkpoint import is_complete_checkpoint
-from .study_config import (ACTIVATION_TOKENS, Member, StudyError,
-                           check_family, config_differences, family_name,
-                           find_family, is_iter_based, load_members,
-                           shorten_schedule)
+from .study_config import (
+    ACTIVATION_TOKENS,
+    Member,
+    StudyError,
+    check_family,
+    config_differences,
+    family_name,
+    find_family,
+    is_iter_based,
+    load_members,
+    shorten_schedule,
+)
 
 __all__ = [
     'ACTIVATION_TOKENS', 'StudyError', 'Member', 'StudyRun', 'find_family',

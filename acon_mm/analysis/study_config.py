@@ -333,7 +333,7 @@ def shorten_schedule(cfg: Config, iters: int,
     if scheds:
         notes.append(f'param_scheduler: boundaries scaled to {iters} iterations')
     hooks = cfg.setdefault('default_hooks', ConfigDict())
-    ckpt = hooks.setdefault('checkpoint', ConfigDict(type='CheckpointHook'))
+    ckpt = hooks.setdefault('checkpoint', ConfigDict(type='AconCheckpointHook'))
     ckpt.update(by_epoch=False, interval=max(1, iters // 4), save_last=True)
     logger = hooks.setdefault('logger', ConfigDict(type='LoggerHook'))
     logger['interval'] = max(1, min(logger.get('interval', 50), iters // 10))

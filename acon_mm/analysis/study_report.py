@@ -16,8 +16,14 @@ import statistics
 from typing import Dict, List, Optional, Sequence
 
 from .study_config import StudyError
-from .study_logs import (PRIMARY_METRICS, metric_label, order_metrics,
-                         read_scalars, read_test_result, training_cost)
+from .study_logs import (
+    PRIMARY_METRICS,
+    metric_label,
+    order_metrics,
+    read_scalars,
+    read_test_result,
+    training_cost,
+)
 
 __all__ = ['collect_run', 'build_report', 'write_report']
 

@@ -11,8 +11,13 @@ import importlib.util
 
 from .imagenet import ValidatedImageNet
 from .transforms import OfficialResizeShortSide
-from .validation import (DataSampleError, DataValidationError, check_coco,
-                         check_seg_map, format_problems)
+from .validation import (
+    DataSampleError,
+    DataValidationError,
+    check_coco,
+    check_seg_map,
+    format_problems,
+)
 
 __all__ = [
     'DataSampleError', 'DataValidationError', 'check_coco', 'check_seg_map',

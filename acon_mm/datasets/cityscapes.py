@@ -6,8 +6,7 @@ from mmengine.registry import DATASETS
 from mmseg.datasets import CityscapesDataset
 
 from .pipeline_guard import GuardedPipelineMixin
-from .validation import (DataValidationError, check_seg_map, format_problems,
-                         iter_missing)
+from .validation import DataValidationError, check_seg_map, format_problems, iter_missing
 
 __all__ = ['ValidatedCityscapesDataset']
 

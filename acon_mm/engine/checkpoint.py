@@ -1,16 +1,16 @@
-"""mmengine's checkpoint I/O made safe: what :mod:`acon_mm.patches` installs.
+"""Checkpoint loading and resuming, made safe.
 
-* :func:`install_safe_checkpoint_loading`: every local load of mmengine's
+* :func:`install_safe_checkpoint_loading` (a patch, installed by
+  :mod:`acon_mm.patches` only): every local load of mmengine's
   ``CheckpointLoader`` (``--resume``, ``load_from``, ``init_cfg`` Pretrained,
   ``tools/test.py``) goes through :func:`acon_mm.utils.safe_torch_load`
-  (``weights_only=True`` with exactly mmengine's own types allowed).
-* :func:`install_atomic_checkpoint_saving`: mmengine writes a checkpoint with
-  ``torch.save`` into memory and then ``LocalBackend.put(bytes, path)``, which
-  writes ``path`` in place; a process killed during the write leaves a
-  truncated file under its final name. The patch routes ``put``/``put_text``
-  through :func:`acon_mm.utils.atomic_write`, and replaces mmengine's
-  ``find_latest_checkpoint`` by :func:`find_latest_checkpoint`, which never
-  resumes from a missing or truncated file.
+  (``weights_only=True`` with exactly mmengine's own types allowed): torch >= 2.6
+  refuses mmengine's checkpoints otherwise, and a plain ``weights_only=False``
+  would run whatever a planted checkpoint pickles.
+* :func:`find_latest_checkpoint`: what ``tools/train.py --resume`` resumes from
+  (it sets ``cfg.load_from`` to it, so mmengine's own lookup is not used). Unlike
+  mmengine's function of the same name it never returns a missing or truncated
+  file. Writing is atomic in :class:`acon_mm.engine.hooks.AconCheckpointHook`.
 """
 import os
 import re
@@ -18,11 +18,11 @@ from typing import Any, Optional
 
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from ..utils.io import atomic_write, safe_torch_load
+from ..utils.io import safe_torch_load
 
 __all__ = [
-    'install_safe_checkpoint_loading', 'install_atomic_checkpoint_saving',
-    'is_complete_checkpoint', 'find_latest_checkpoint'
+    'install_safe_checkpoint_loading', 'is_complete_checkpoint',
+    'find_latest_checkpoint'
 ]
 
 
@@ -105,40 +105,3 @@ def find_latest_checkpoint(path: str) -> Optional[str]:
         print_log('Did not find last_checkpoint to be resumed.',
                   logger='current')
     return None
-
-
-def _atomic_put(self, obj: bytes, filepath: Any) -> None:
-    """``LocalBackend.put`` written aside and renamed (see :func:`atomic_write`)."""
-    atomic_write(os.fspath(filepath), obj, 'wb')
-
-
-def _atomic_put_text(self, obj: str, filepath: Any,
-                     encoding: str = 'utf-8') -> None:
-    atomic_write(os.fspath(filepath), obj.encode(encoding), 'wb')
-
-
-def install_atomic_checkpoint_saving() -> None:
-    """Make mmengine's local file writes atomic and its resume robust.
-
-    * ``mmengine.fileio.LocalBackend.put`` / ``put_text`` (used by
-      ``save_checkpoint`` for every local checkpoint) write aside and rename.
-    * ``find_latest_checkpoint`` (used by ``Runner`` for ``resume=True``)
-      is replaced by :func:`find_latest_checkpoint`, which never returns a
-      missing or truncated file.
-
-    The ``last_checkpoint`` pointer itself is written atomically by
-    :class:`acon_mm.engine.hooks.CheckpointHook`.
-    """
-    from mmengine.fileio.backends import LocalBackend
-    import mmengine.runner.checkpoint as mm_ckpt
-    import mmengine.runner.runner as mm_runner
-    import mmengine.runner as mm_runner_pkg
-    LocalBackend.put = _atomic_put
-    LocalBackend.put_text = _atomic_put_text
-    for mod in (mm_ckpt, mm_runner, mm_runner_pkg):
-        mod.find_latest_checkpoint = find_latest_checkpoint
-    try:
-        import mmengine.runner._flexible_runner as mm_flex
-        mm_flex.find_latest_checkpoint = find_latest_checkpoint
-    except ImportError:  # pragma: no cover
-        pass

@@ -28,8 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
 
-from ..models.official_ckpt import (INPUT_CONVENTION_KEY,
-                                    OFFICIAL_INPUT_CONVENTION)
+from ..models.official_ckpt import INPUT_CONVENTION_KEY, OFFICIAL_INPUT_CONVENTION
 from ..utils.config import walk_dicts
 from ..utils.io import safe_torch_load
 

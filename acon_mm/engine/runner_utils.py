@@ -1,29 +1,49 @@
-"""What ``tools/train.py``, ``tools/test.py`` and ``tools/demo.py`` share.
+"""How acon-mm's tools check and start a run: the logic behind ``tools/train.py``,
+``tools/test.py``, ``tools/demo.py`` and ``tools/misc/gpu_train_probe.py``.
 
-* :func:`config_task` tells a detection config from a segmentation one by its
-  ``default_scope`` (``'mmdet'`` / ``'mmseg'``) and :func:`register_task_modules`
-  registers that library's modules.
-* :func:`adapt_cfg_to_device` stops a run that finds no CUDA
-  (:class:`NoCUDAError`) unless the CPU was asked for explicitly (``--cpu`` or
-  ``ACON_MM_ALLOW_CPU=1``): a GPU job that lost its GPUs must not train on the
-  CPU for days. On an explicit CPU run the distributed backend becomes
-  ``gloo``, ``SyncBN`` becomes ``BN`` and DistributedDataParallel is built
-  without ``device_ids``; every change is returned as a message the tool
-  prints as a warning.
-* :func:`init_cpu_distributed` starts the gloo process group for the
-  ``pytorch`` (torchrun) and ``slurm`` launchers on CPU, where mmengine's own
-  ``init_dist`` would call ``torch.cuda.set_device``.
-* :func:`check_pretrained_files` finds ``init_cfg=dict(type='Pretrained', ...)``
-  pointing to a local file that does not exist and raises
-  :class:`MissingPretrainedError` naming the file, the config key and the
-  converter command, before any data is loaded.
+The tools are thin (``parse_args()`` + ``main()``, as in mmdet/mmseg/mmpretrain);
+everything between the parsed arguments and the Runner is here and in
+:mod:`acon_mm.engine.run_config` (the config from the tools' options:
+:func:`~acon_mm.engine.run_config.build_train_cfg`,
+:func:`~acon_mm.engine.run_config.build_test_cfg`), so that every tool (and a
+user's script) runs a config exactly as ``tools/train.py`` does. Here:
+
+* :func:`config_task` tells a detection, segmentation or classification config
+  apart by its ``default_scope`` (``'mmdet'`` / ``'mmseg'`` / ``'mmpretrain'``)
+  and :func:`register_task_modules` registers that library's modules.
 * :func:`set_data_root` points every dataset and evaluator of a config to
   another data root (e.g. the generated demo data).
+
+Starting a run:
+
+* :func:`run_train` / :func:`run_test`: register the modules, run
+  :func:`prepare_run`, build the Runner, print the warnings, train / test;
+  :func:`exit_on_setup_error` turns what must stop a run before it starts
+  (:data:`RUN_SETUP_ERRORS`) into ``ERROR: ...`` on stderr and exit status 2.
+* :func:`prepare_run`, the checks and adaptations before a Runner is built:
+  :func:`check_pretrained_files` finds ``init_cfg=dict(type='Pretrained', ...)``
+  pointing to a local file that does not exist and raises
+  :class:`MissingPretrainedError` naming the file, the config key and the
+  converter command, before any data is loaded; the input convention of the
+  weights is checked against the config's ``data_preprocessor``
+  (:mod:`acon_mm.engine.input_convention`); :func:`adapt_cfg_to_device` stops
+  a run that finds no CUDA (:class:`NoCUDAError`) unless the CPU was asked for
+  explicitly (``--cpu`` or ``ACON_MM_ALLOW_CPU=1``): a GPU job that lost its
+  GPUs must not train on the CPU for days. On an explicit CPU run the
+  distributed backend becomes ``gloo``, ``SyncBN`` becomes ``BN`` and
+  DistributedDataParallel is built without ``device_ids``; every change is
+  returned as a message the tool prints as a warning.
+  :func:`init_cpu_distributed` starts the gloo process group for the
+  ``pytorch`` (torchrun), ``slurm`` and ``mpi`` launchers on CPU, where
+  mmengine's own ``init_dist`` would call ``torch.cuda.set_device``.
 """
+import contextlib
+import logging
 import os
 import os.path as osp
 import subprocess
-from typing import Any, List, Optional, Tuple
+import sys
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -32,11 +52,12 @@ from ..utils.config import walk_dicts
 from .input_convention import InputConventionError, check_input_convention
 
 __all__ = [
-    'TASKS', 'ALLOW_CPU_ENV', 'MissingPretrainedError', 'NoCUDAError',
-    'cpu_allowed', 'config_task', 'register_task_modules',
+    'TASKS', 'ALLOW_CPU_ENV', 'MissingPretrainedError', 'MissingCheckpointError',
+    'NoCUDAError', 'cpu_allowed', 'config_task', 'register_task_modules',
     'adapt_cfg_to_device', 'init_cpu_distributed', 'check_pretrained_files',
-    'find_missing_pretrained', 'set_data_root', 'replace_sync_bn',
-    'RUN_SETUP_ERRORS', 'prepare_run'
+    'find_missing_pretrained', 'set_data_root', 'replace_sync_bn', 'warn_all',
+    'RUN_SETUP_ERRORS', 'prepare_run', 'exit_on_setup_error', 'run_train',
+    'run_test'
 ]
 
 #: default_scope -> what the config trains
@@ -58,6 +79,10 @@ class NoCUDAError(RuntimeError):
     """CUDA is not available and running on the CPU was not asked for."""
 
 
+class MissingCheckpointError(FileNotFoundError):
+    """The checkpoint to test (``tools/test.py CONFIG CHECKPOINT``) does not exist."""
+
+
 def cpu_allowed(flag: bool = False) -> bool:
     """Whether a run may use the CPU: ``flag`` (``--cpu``) or ``ACON_MM_ALLOW_CPU=1``."""
     return flag or os.environ.get(ALLOW_CPU_ENV, '0').strip().lower() in (
@@ -65,7 +90,14 @@ def cpu_allowed(flag: bool = False) -> bool:
 
 
 def config_task(cfg: Config) -> str:
-    """Return ``'mmdet'`` or ``'mmseg'`` from the config's ``default_scope``.
+    """The library a config belongs to, from its ``default_scope``.
+
+    Args:
+        cfg (Config): the config.
+
+    Returns:
+        str: ``'mmdet'`` (detection), ``'mmseg'`` (segmentation) or
+        ``'mmpretrain'`` (ImageNet classification), a key of :data:`TASKS`.
 
     Raises:
         ValueError: the scope is missing or another library's; the message
@@ -314,15 +346,21 @@ def set_data_root(cfg: Config, data_root: str) -> List[str]:
 
 
 def warn_all(msgs: List[str]) -> None:
-    """Print each message as a warning through mmengine's logger."""
+    """Print each message as a warning through mmengine's logger.
+
+    Args:
+        msgs (list[str]): e.g. what :func:`prepare_run` returned.
+    """
     from mmengine.logging import print_log
-    import logging
     for m in msgs:
         print_log(m, logger='current', level=logging.WARNING)
 
 
-#: what :func:`prepare_run` raises for a run that must not start
-RUN_SETUP_ERRORS = (MissingPretrainedError, InputConventionError, NoCUDAError)
+#: what :func:`prepare_run` (and :func:`run_test`, for a missing checkpoint)
+#: raises for a run that must not start; :func:`exit_on_setup_error` turns them
+#: into ``ERROR: <message>`` and exit status 2
+RUN_SETUP_ERRORS = (MissingPretrainedError, InputConventionError, NoCUDAError,
+                    MissingCheckpointError)
 
 
 def prepare_run(cfg: Config, launcher: str = 'none', allow_cpu: bool = False,
@@ -338,12 +376,21 @@ def prepare_run(cfg: Config, launcher: str = 'none', allow_cpu: bool = False,
     3. :func:`adapt_cfg_to_device` (stops without CUDA unless ``allow_cpu``);
     4. :func:`init_cpu_distributed` for ``launcher``.
 
+    Args:
+        cfg (Config): the config as the tool will run it; changed in place on
+            an explicit CPU run (see :func:`adapt_cfg_to_device`).
+        launcher (str): ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
+        allow_cpu (bool): ``--cpu``: run on the CPU when CUDA is absent.
+        checkpoints (tuple[str]): more checkpoints whose input convention must
+            match the config (``tools/test.py``'s CHECKPOINT).
+        check_pretrained (bool): check that the ``Pretrained`` files exist.
+
     Returns:
         list[str]: warnings for the tool to print once the Runner's logger exists.
 
     Raises:
         MissingPretrainedError, InputConventionError, NoCUDAError
-            (:data:`RUN_SETUP_ERRORS`): the run must not start; each message
+            (in :data:`RUN_SETUP_ERRORS`): the run must not start; each message
             names the culprit and the fix.
     """
     if check_pretrained:
@@ -352,3 +399,121 @@ def prepare_run(cfg: Config, launcher: str = 'none', allow_cpu: bool = False,
     msgs = adapt_cfg_to_device(cfg, launcher, allow_cpu=allow_cpu) + msgs
     init_cpu_distributed(launcher)
     return msgs
+
+
+@contextlib.contextmanager
+def exit_on_setup_error() -> Iterator[None]:
+    """Turn :data:`RUN_SETUP_ERRORS` into ``ERROR: <message>`` on stderr and exit 2.
+
+    What ``tools/train.py``, ``tools/test.py`` and ``tools/demo.py`` wrap
+    :func:`run_train` / :func:`run_test` in: a run that must not start ends
+    with the message naming the culprit and the fix, not with a traceback.
+
+    Raises:
+        SystemExit: with status 2, for one of :data:`RUN_SETUP_ERRORS`.
+    """
+    try:
+        yield
+    except RUN_SETUP_ERRORS as err:
+        print(f'ERROR: {err}', file=sys.stderr)
+        sys.exit(2)
+
+
+# --------------------------------------------------------------------------
+# starting the run
+# --------------------------------------------------------------------------
+def run_train(cfg: Config, config: Optional[str] = None, launcher: str = 'none',
+              allow_cpu: bool = False):
+    """Train as ``tools/train.py`` does, from
+    :func:`~acon_mm.engine.run_config.build_train_cfg`'s config.
+
+    Registers the task's modules, runs :func:`prepare_run` (pretrained files,
+    input convention, CUDA or ``allow_cpu``, CPU process group), builds the
+    Runner, prints :func:`prepare_run`'s warnings and a line naming the task,
+    the config and the work dir, then trains.
+
+    Args:
+        cfg (Config): the config (changed in place by :func:`prepare_run`).
+        config (str, optional): the config file, for the log line (default:
+            ``cfg.filename``).
+        launcher (str): ``--launcher``.
+        allow_cpu (bool): ``--cpu``.
+
+    Returns:
+        mmengine.runner.Runner: the runner, after training.
+
+    Raises:
+        MissingPretrainedError, InputConventionError, NoCUDAError: the run
+            must not start (see :func:`exit_on_setup_error`).
+    """
+    from mmengine.logging import print_log
+    from mmengine.runner import Runner
+    task = config_task(cfg)
+    register_task_modules(task)
+    msgs = prepare_run(cfg, launcher, allow_cpu=allow_cpu)
+    runner = Runner.from_cfg(cfg)
+    warn_all(msgs)
+    print_log(f'acon-mm: {TASKS[task]} config {config or cfg.filename}, work dir '
+              f'{osp.abspath(cfg.work_dir)}', logger='current')
+    runner.train()
+    return runner
+
+
+def _num(v: Any):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def run_test(cfg: Config, task: str, checkpoint: str, launcher: str = 'none',
+             allow_cpu: bool = False, out: Optional[str] = None,
+             drawn: str = '') -> Dict[str, Any]:
+    """Test as ``tools/test.py`` does, from
+    :func:`~acon_mm.engine.run_config.build_test_cfg`'s config.
+
+    Registers the task's modules, checks that ``checkpoint`` exists, runs
+    :func:`prepare_run` (the checkpoint's input convention against the
+    config, CUDA or ``allow_cpu``; no pretrained-file check), builds the
+    Runner, tests, and on rank 0 logs the metrics as one JSON line
+    (``acon-mm: <task> metrics of <checkpoint>: {...}``) and where the raw and
+    drawn predictions are.
+
+    Args:
+        cfg (Config): the config (``cfg.load_from`` is the checkpoint).
+        task (str): its :func:`config_task`.
+        checkpoint (str): the checkpoint under test.
+        launcher (str): ``--launcher``.
+        allow_cpu (bool): ``--cpu``.
+        out (str, optional): ``--out``, for the log line.
+        drawn (str): where the drawn predictions go, for the log line.
+
+    Returns:
+        dict: the metrics ``runner.test()`` returned.
+
+    Raises:
+        MissingCheckpointError, InputConventionError, NoCUDAError: the run
+            must not start (see :func:`exit_on_setup_error`).
+    """
+    import json
+
+    from mmengine.logging import print_log
+    from mmengine.runner import Runner
+    register_task_modules(task)
+    if not osp.isfile(checkpoint):
+        raise MissingCheckpointError(f'checkpoint {checkpoint!r} does not exist')
+    # the checkpoints against the config's data_preprocessor, CUDA
+    msgs = prepare_run(cfg, launcher, allow_cpu=allow_cpu,
+                       checkpoints=(checkpoint, ), check_pretrained=False)
+    runner = Runner.from_cfg(cfg)
+    warn_all(msgs)
+    metrics = runner.test()
+    if runner.rank == 0:
+        print_log(f'acon-mm: {TASKS[task]} metrics of {checkpoint}: '
+                  + json.dumps({k: _num(v) for k, v in metrics.items()}),
+                  logger='current')
+        if out:
+            print_log(f'raw predictions: {osp.abspath(out)}', logger='current')
+        if drawn:
+            print_log(f'drawn predictions: {drawn}', logger='current')
+    return metrics

@@ -37,8 +37,13 @@ import torch
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from ..utils.io import (atomic_save, format_keys, safe_torch_load,
-                        state_dict_mismatches, strip_module_prefix)
+from ..utils.io import (
+    atomic_save,
+    format_keys,
+    safe_torch_load,
+    state_dict_mismatches,
+    strip_module_prefix,
+)
 from ..version import __version__
 from .backbones.shufflenetv2_acon import meta_acon_reduction
 

@@ -1,6 +1,16 @@
-from .acon_func import (ACON_IMPLS, AconFunction, acon, acon_backend, acon_impl,
-                        acon_naive, get_acon_impl, set_acon_impl)
+"""The fused ACON op: the functional :func:`acon`, its implementations and their dispatch.
+
+* :mod:`.dispatch`: the implementation setting (:func:`set_acon_impl`, :func:`acon_impl`,
+  ``ACON_MM_IMPL``) and :func:`acon_backend`, the one choice of the code that runs;
+* :mod:`.acon_func`: :func:`acon`, :func:`acon_naive`, :class:`AconFunction`;
+* :mod:`.cpu_ext` (C++ sources in ``csrc/``) and :mod:`.triton` (CUDA, optional): the
+  compiled kernels; :mod:`.layout`: how the Triton kernels see their arguments;
+* :mod:`.meta_func`: meta-ACON-C's channel switch fused with ACON (CPU);
+* :mod:`.mean`: :func:`spatial_mean`.
+"""
+from .acon_func import AconFunction, acon, acon_naive
 from .cpu_ext import cpu_ext_error, kernel_cache_dir, load_cpu_ext
+from .dispatch import ACON_IMPLS, acon_backend, acon_impl, get_acon_impl, set_acon_impl
 from .mean import spatial_mean
 
 __all__ = [

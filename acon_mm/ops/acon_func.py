@@ -8,23 +8,25 @@ with ``p1 = 1, p2 = 0`` for ACON-A / Swish-beta, ``p1 = 1, p2 = p`` for ACON-B a
 learnable ``p1, p2`` for ACON-C / meta-ACON-C. :func:`acon` is what the layers in
 :mod:`acon_mm.models.layers` call.
 
-Implementations (chosen with :func:`set_acon_impl`, the context manager
-:func:`acon_impl` or the environment variable ``ACON_MM_IMPL``):
+Which implementation runs is decided in :mod:`acon_mm.ops.dispatch` (the setting
+``'auto'``/``'torch'``/``'naive'`` of :func:`~acon_mm.ops.dispatch.set_acon_impl`, the
+context manager :func:`~acon_mm.ops.dispatch.acon_impl` or ``ACON_MM_IMPL``, mapped to a
+backend per tensor by :func:`~acon_mm.ops.dispatch.acon_backend`):
 
-* ``'auto'`` (default) and ``'fused'``: a fused function that saves only the input
-  (plus the per-channel parameters and the small beta tensor), recomputes the gate in
-  backward and reduces the parameter gradients per channel. On CPU it is the C++
-  autograd function of the compiled extension (:mod:`acon_mm.ops.cpu_ext`, sources
-  in ``acon_mm/ops/csrc``): one C++ call forward, one C++ node backward. On CUDA it
-  is :class:`AconFunction` with the Triton kernels (:mod:`acon_mm.ops.triton_kernel`).
-  Where neither applies (no compiler, no Triton, Triton failing its one-time
-  probe on a device, argument shapes the kernels do not take) it is
-  :class:`AconFunction` with PyTorch ops (same memory, slower). Under
-  ``torch.compile`` (and ``torch.jit.trace``) the plain formula is used, which
-  inductor fuses itself.
-* ``'torch'``: :class:`AconFunction` with PyTorch ops only (memory efficient).
+* ``'cpu'``: the C++ autograd function of the compiled extension
+  (:mod:`acon_mm.ops.cpu_ext`, sources in ``acon_mm/ops/csrc``): one C++ call forward,
+  one C++ node backward; it saves only the input (plus the per-channel parameters and
+  the small beta tensor), recomputes the gate in backward and reduces the parameter
+  gradients per channel.
+* ``'triton'``: :class:`AconFunction` with the Triton kernels
+  (:mod:`acon_mm.ops.triton`), the same saved tensors.
+* ``'torch'``: :class:`AconFunction` with PyTorch ops only (same memory, slower); also
+  where a compiled kernel does not take the argument shapes (a parameter that is not per
+  channel, a beta varying over both the channels and the pixels, e.g. one of the
+  input's full shape).
 * ``'naive'``: :func:`acon_naive`, the plain autograd formula (as the official code);
-  the reference the fused functions are tested against.
+  the reference the fused functions are tested against, and what ``torch.compile``
+  traces (inductor fuses it itself).
 
 With ``d = p1 - p2``, ``u = d x``, ``s = sigmoid(beta u)`` and
 ``g = s + u beta s (1 - s)`` the gradients are
@@ -32,63 +34,23 @@ With ``d = p1 - p2``, ``u = d x``, ``s = sigmoid(beta u)`` and
     dx = gout (d g + p2),  dp1 = sum gout x g,  dp2 = sum gout x (1 - g),
     dbeta = sum gout u^2 s (1 - s),
 
-the sums running over the dimensions in which the parameter is broadcast.
+the sums running over the dimensions in which the parameter is broadcast. Every place
+that writes this formula out is listed in ``docs/kernels.md`` ("Changing the formula:
+every place").
 """
-import contextlib
-import os
-import warnings
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .cpu_ext import load_cpu_ext
-from .layout import BETA_FULL, BETA_PIX, compute_dtype, kernel_layout, padded
-from .utils import is_compiling
+from . import cpu_ext
+from .dispatch import acon_backend
+from .layout import BETA_PIX, BETA_ROW, compute_dtype, kernel_layout, padded
 
-__all__ = [
-    'acon', 'acon_naive', 'AconFunction', 'set_acon_impl', 'get_acon_impl',
-    'acon_impl', 'acon_backend', 'ACON_IMPLS'
-]
+__all__ = ['acon', 'acon_naive', 'AconFunction']
 
-#: Valid values of :func:`set_acon_impl` / ``ACON_MM_IMPL``.
-ACON_IMPLS = ('auto', 'fused', 'torch', 'naive')
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _check_impl(name: str, source: str) -> str:
-    if name not in ACON_IMPLS:
-        raise ValueError(f'{source}: unknown ACON implementation {name!r}; '
-                         f'valid ones are {list(ACON_IMPLS)}')
-    return name
-
-
-_impl = _check_impl(os.environ.get('ACON_MM_IMPL', 'auto') or 'auto',
-                    'environment variable ACON_MM_IMPL')
-
-
-def set_acon_impl(name: str) -> None:
-    """Select the implementation used by :func:`acon` (see module docstring)."""
-    global _impl
-    _impl = _check_impl(name, 'set_acon_impl')
-
-
-def get_acon_impl() -> str:
-    """The implementation :func:`acon` uses now."""
-    return _impl
-
-
-@contextlib.contextmanager
-def acon_impl(name: str) -> Iterator[None]:
-    """Context manager: use implementation ``name`` inside the ``with`` block."""
-    global _impl
-    old = _impl
-    set_acon_impl(name)
-    try:
-        yield
-    finally:
-        _impl = old
 
 
 def acon_naive(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
@@ -121,30 +83,26 @@ def acon_naive(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
     return out.to(dtype)
 
 
-_padded = padded
-_compute_dtype = compute_dtype
-
-
 # --------------------------------------------------------------------------
 # Kernel backends of AconFunction (the CPU kernels run as the extension's own C++
 # autograd function instead, see acon()): each maps (input, layout) to the output in
 # the input's dtype and memory format (the input is contiguous or, for the NHWC
 # kernels, channels_last), and (grad, input, layout) to ``(dx, dd, dq, dbeta)`` with
 # ``dd``/``dq`` the (C,) gradients of the kernel's ``d``-scaled ``p1`` and of ``p2``
-# (see AconFunction.backward) and ``dbeta`` either beta-sized (per-row beta), (N, L)
-# (per-pixel beta) or x-sized (full beta).
+# (see AconFunction.backward) and ``dbeta`` either beta-sized (per-row beta) or (N, L)
+# (per-pixel beta).
 # --------------------------------------------------------------------------
 def _triton_fwd(xk: Tensor, lay) -> Tensor:
-    from .triton_kernel import acon_fwd_triton
+    from .triton import acon_fwd_triton
     return acon_fwd_triton(xk, lay)
 
 
 def _triton_bwd(go: Tensor, xk: Tensor, lay):
     """dx and the parameter gradients from the Triton kernel's per-(n, c) sums
     A = sum gout x g, B = sum gout x, Db = sum gout u^2 s (1 - s)."""
-    from .triton_kernel import acon_bwd_triton
+    from .triton import acon_bwd_triton
     dx, A, B, Db = acon_bwd_triton(go, xk, lay)
-    if not lay.bsl:  # per-(n, c) -> beta's (Nb, Cb)
+    if lay.bmode == BETA_ROW:  # per-(n, c) -> beta's (Nb, Cb)
         if lay.bshape[0] == 1:
             Db = Db.sum(0, keepdim=True)
         if lay.bshape[1] == 1:
@@ -169,7 +127,7 @@ def _broadcast_params(p1, p2, dtype):
 
 def _sum_to(g: Tensor, p: Tensor) -> Tensor:
     """Reduce a broadcast gradient to the shape (and dtype) of parameter ``p``."""
-    return g.sum_to_size(_padded(p.shape, g.dim())).reshape(p.shape).to(p.dtype)
+    return g.sum_to_size(padded(p.shape, g.dim())).reshape(p.shape).to(p.dtype)
 
 
 class AconFunction(torch.autograd.Function):
@@ -189,7 +147,7 @@ class AconFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: Tensor,
                 backend: str) -> Tensor:
-        dtype = _compute_dtype(x)
+        dtype = compute_dtype(x)
         lay = kernel_layout(x, p1, p2, beta, dtype) if backend in _KERNELS else None
         if lay is None:
             backend = 'torch'
@@ -211,7 +169,7 @@ class AconFunction(torch.autograd.Function):
     def backward(ctx, gout: Tensor):
         x, p1, p2, beta = ctx.saved_tensors
         need_x, need_p1, need_p2, need_beta = ctx.needs_input_grad[:4]
-        dtype = _compute_dtype(x)
+        dtype = compute_dtype(x)
         dx = dp1 = dp2 = dbeta = None
         if ctx.backend == 'torch':
             xf = x.to(dtype)
@@ -248,9 +206,7 @@ class AconFunction(torch.autograd.Function):
         if need_p2:
             dp2 = _channel_grad(dp2c, p2, x.dim())
         if need_beta:
-            if lay.bmode == BETA_FULL:  # x-sized
-                dbeta = _sum_to(dbc.view(x.shape), beta)
-            elif lay.bmode == BETA_PIX:  # per-pixel beta: (N, L)
+            if lay.bmode == BETA_PIX:  # per-pixel beta: (N, L)
                 dbeta = _sum_to(dbc.view((lay.N, 1) + tuple(x.shape[2:])), beta)
             elif dbc.numel() == beta.numel():
                 dbeta = dbc.view(beta.shape).to(beta.dtype)
@@ -270,83 +226,6 @@ def _channel_grad(g: Tensor, p: Tensor, ndim: int) -> Tensor:
     if g.numel() == p.numel():
         return g.view(p.shape).to(p.dtype)
     return _sum_to(g.view((1, g.numel()) + (1, ) * (ndim - 2)), p)
-
-
-# --------------------------------------------------------------------------
-# Dispatch
-# --------------------------------------------------------------------------
-_warned_fallback = set()
-#: (device, dtype) -> None (the Triton probe passed) or why it failed
-_triton_probe_results: Dict[Tuple[torch.device, torch.dtype], Optional[str]] = {}
-
-
-def _triton_available() -> bool:
-    try:
-        from .triton_kernel import triton_available
-    except ImportError:
-        return False
-    return triton_available()
-
-
-def _probe_triton(device: torch.device, dtype: torch.dtype) -> Optional[str]:
-    """Run :func:`acon_mm.ops.triton_kernel.probe`: ``None`` if the kernels compiled,
-    launched and matched the PyTorch formula, else the reason (exception text)."""
-    try:
-        from .triton_kernel import probe
-        probe(device, dtype)
-    except Exception as e:  # noqa: BLE001 - any failure means: do not use Triton here
-        return f'{type(e).__name__}: {e}'.strip()
-    return None
-
-
-def _cuda_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """``'triton'`` or ``'torch'`` for a CUDA tensor of ``dtype`` on ``device``.
-
-    Triton is used when it is available (:func:`~.triton_kernel.triton_available`,
-    which honours ``ACON_MM_DISABLE_TRITON=1``) and the one-time probe passed for this
-    device and dtype; the first failure warns once, with the reason, and that device
-    and dtype keep the PyTorch fused function for the rest of the process.
-    """
-    if not _triton_available():
-        if 'triton' not in _warned_fallback:
-            _warned_fallback.add('triton')
-            warnings.warn('acon_mm: Triton is not available; fused ACON on CUDA uses '
-                          'the PyTorch fused function (memory efficient, slower)')
-        return 'torch'
-    key = (device, dtype)
-    if key not in _triton_probe_results:
-        reason = _triton_probe_results[key] = _probe_triton(device, dtype)
-        if reason is not None:
-            warnings.warn(f'acon_mm: the Triton ACON kernels failed their first-use check '
-                          f'on {device} ({dtype}): {reason}; using the PyTorch fused '
-                          'function there for the rest of the process')
-    return 'triton' if _triton_probe_results[key] is None else 'torch'
-
-
-def acon_backend(x: Tensor, impl: Optional[str] = None) -> str:
-    """The backend :func:`acon` uses for ``x``.
-
-    Args:
-        x (Tensor): the input.
-        impl (str, optional): an implementation name; the current one if ``None``.
-
-    Returns:
-        str: ``'naive'``, ``'cpu'`` (the C++ extension), ``'triton'`` or ``'torch'``
-        (the compiled-kernel-free fused function).
-    """
-    impl = _impl if impl is None else _check_impl(impl, 'acon_backend')
-    if impl == 'naive' or is_compiling():
-        return 'naive'
-    if impl == 'torch':
-        return 'torch'
-    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        return 'torch'
-    if x.device.type == 'cpu':
-        if load_cpu_ext() is not None:
-            return 'cpu'
-    elif x.device.type == 'cuda' and x.dtype != torch.float64:
-        return _cuda_backend(x.device, x.dtype)
-    return 'torch'
 
 
 def _broadcasts_to(shape, target) -> bool:
@@ -384,10 +263,18 @@ def acon(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
         p2 (Tensor | None): like ``p1``; ``None`` means 0.
         beta (Tensor): switching factor broadcastable to ``x``: (1, 1, 1, 1),
             (1, C, 1, 1), (N, 1, 1, 1), (N, C, 1, 1), (N, 1, H, W), (N, C, H, W)...
+            (the compiled kernels take the first five; one varying over both the
+            channels and the pixels runs the PyTorch fused function).
 
     Returns:
         Tensor: shape and dtype of ``x`` (half-precision inputs are computed in
-        float32). The implementation follows :func:`set_acon_impl`.
+        float32). The implementation follows :func:`~acon_mm.ops.set_acon_impl`,
+        mapped to a backend by :func:`~acon_mm.ops.acon_backend`.
+
+    Raises:
+        TypeError: ``x`` or ``beta`` is not a Tensor, or ``p1``/``p2`` neither a Tensor
+            nor ``None``.
+        ValueError: ``p1``, ``p2`` or ``beta`` does not broadcast to ``x``.
     """
     backend = acon_backend(x)
     if backend == 'naive':
@@ -395,8 +282,9 @@ def acon(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor],
     _check_args(x, p1, p2, beta)
     if backend == 'cpu':
         # the extension's C++ autograd function; None: arguments it does not take (a
-        # p1/p2 not per channel, ...), which the PyTorch fused function runs
-        y = load_cpu_ext().acon_fused(x, p1, p2, beta)
+        # p1/p2 not per channel, a beta varying over channels and pixels, ...), which
+        # the PyTorch fused function runs
+        y = cpu_ext.load_cpu_ext().acon_fused(x, p1, p2, beta)
         if y is not None:
             return y
         backend = 'torch'

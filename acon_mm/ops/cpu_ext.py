@@ -21,14 +21,18 @@ that dies with its holder and clears the ``lock`` file torch leaves behind when 
 builder is killed (which would otherwise make every later load wait forever); a wait
 on a live holder longer than a build is logged with the holder's pid.
 
-The constants of ``acon_constants.h`` (``ABI_VERSION``, ``SEG``, ...) are attributes
+Because the build directory is named by that hash, a module built from other sources
+is never loaded: there is no separate interface version to compare.
+
+The constants of ``acon_constants.h`` (``SEG``, ``VECTOR_WIDTH``, ...) are attributes
 of the compiled module; :func:`ext_constants` returns them. Python never repeats them.
 
-If the extension cannot be built (no compiler, no ninja, no torch headers), or with
-``ACON_MM_DISABLE_EXT=1`` (``ACON_MM_DISABLE_CPU_KERNEL=1`` is an alias),
-:func:`load_cpu_ext` returns ``None`` and :mod:`acon_mm.ops.acon_func` uses the
-pure-PyTorch fused function (same results and memory, slower); the reason is in
-:func:`cpu_ext_error`.
+If the extension cannot be built (no compiler, no ninja, no torch headers),
+:func:`load_cpu_ext` returns ``None`` and :func:`acon_mm.ops.acon_backend` never
+chooses ``'cpu'``: the pure-PyTorch fused function runs (same results and memory,
+slower); the reason is in :func:`cpu_ext_error`. To run without the extension on
+purpose, use the ``'torch'`` implementation (``ACON_MM_IMPL=torch`` or
+:func:`acon_mm.ops.set_acon_impl`): it is then never built.
 """
 import hashlib
 import os
@@ -54,9 +58,8 @@ CSRC_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
 _SOURCES = ('pytorch/acon_cpu.cpp', )
 _INCLUDE_DIRS = ('common', )
 _SUFFIXES = ('.h', '.cpp')
-#: What the compiled module must provide.
-_REQUIRED = ('acon_fused', 'meta_channel', 'ABI_VERSION', 'SEG')
-_DISABLE_VARS = ('ACON_MM_DISABLE_EXT', 'ACON_MM_DISABLE_CPU_KERNEL')
+#: What the compiled module must provide (the functions Python calls).
+_REQUIRED = ('acon_fused', 'meta_channel')
 
 _BASE_FLAGS = ['-O3', '-std=c++17', '-fopenmp', '-fno-trapping-math', '-Wno-psabi']
 # x86: let the auto-vectorised loops (the meta-ACON switch network) use full-width
@@ -303,7 +306,7 @@ def load_cpu_ext(warn: bool = True):
     Returns:
         module | None: the extension (``acon_fused``, ``meta_channel`` and the
         constants of ``acon_constants.h``), or ``None`` where it cannot be built
-        or is disabled (see :func:`cpu_ext_error`).
+        (see :func:`cpu_ext_error`).
     """
     global _ext, _tried, _error
     if _tried:
@@ -311,16 +314,12 @@ def load_cpu_ext(warn: bool = True):
     with _lock:
         if _tried:
             return _ext
-        disabled = [v for v in _DISABLE_VARS if os.environ.get(v, '0') not in ('', '0')]
-        if disabled:
-            _error = f'disabled by {disabled[0]}'
-        else:
-            try:
-                _ext = _build()
-            except Exception as e:  # noqa: BLE001  (any build failure: fall back)
-                _error = f'{type(e).__name__}: {str(e)[-1200:]}'
+        try:
+            _ext = _build()
+        except Exception as e:  # noqa: BLE001  (any build failure: fall back)
+            _error = f'{type(e).__name__}: {str(e)[-1200:]}'
         _tried = True
-        if _ext is None and warn and not disabled:
+        if _ext is None and warn:
             warnings.warn('acon_mm: the fused ACON C++ extension could not be built; the '
                           'pure-PyTorch fused function is used (same results and memory, '
                           f'slower). Reason: {_error}')
@@ -334,7 +333,7 @@ def cpu_ext_error() -> Optional[str]:
 
 def ext_constants() -> Optional[Dict[str, int]]:
     """The constants of ``csrc/common/acon_constants.h`` as the built extension
-    exports them (``ABI_VERSION``, ``SEG``, ``VECTOR_WIDTH``, ...), or ``None``
+    exports them (``SEG``, ``VECTOR_WIDTH``, ...), or ``None``
     without the extension."""
     ext = load_cpu_ext(warn=False)
     if ext is None:

@@ -1,4 +1,4 @@
-"""How the fused ACON kernels see their arguments (used by :mod:`.acon_func`).
+"""How the Triton ACON kernels see their arguments (used by :mod:`.acon_func`).
 
 The input ``x`` of shape ``(N, C, *)`` is handled in one of two memory layouts:
 
@@ -12,18 +12,18 @@ The input ``x`` of shape ``(N, C, *)`` is handled in one of two memory layouts:
 A non-dense input (a slice) is made contiguous by the caller (NCHW), once per pass.
 
 The parameters become per-channel ``(C,)`` vectors ``d = p1 - p2`` and ``q = p2``
-(``f(x) = d x sigmoid(beta d x) + q x``) and beta takes one of three modes:
+(``f(x) = d x sigmoid(beta d x) + q x``) and beta takes one of two modes:
 
 * ``BETA_ROW`` (0): constant over the pixels, ``beta[n * bsn + c * bsc]`` with
   ``bsn, bsc`` zero where beta is broadcast (scalar, per channel, per sample, per
   sample and channel);
 * ``BETA_PIX`` (1): constant over the channels, ``beta[n * bsn + l]`` (``bsn`` is
-  ``L`` or ``0``), e.g. meta-ACON's per-pixel switch ``(N, 1, H, W)``;
-* ``BETA_FULL`` (2): one value per element, stored in ``x``'s layout (same offsets
-  as ``x``); only for a beta of exactly ``x``'s shape.
+  ``L`` or ``0``), e.g. meta-ACON's per-pixel switch ``(N, 1, H, W)``.
 
-Anything else (a parameter that is not per channel, a beta that varies over the
-channels and only some pixels, ...) returns ``None``: the PyTorch fused function.
+These are the shapes the layers produce. Anything else (a parameter that is not per
+channel, a beta that varies over both the channels and the pixels, e.g. one of ``x``'s
+full shape) returns ``None``: the PyTorch fused function (the C++ extension applies
+the same rule).
 """
 from typing import Optional, Tuple
 
@@ -31,9 +31,9 @@ import torch
 from torch import Tensor
 
 __all__ = ['KernelLayout', 'kernel_layout', 'compute_dtype', 'is_nhwc', 'padded',
-           'BETA_ROW', 'BETA_PIX', 'BETA_FULL']
+           'BETA_ROW', 'BETA_PIX']
 
-BETA_ROW, BETA_PIX, BETA_FULL = 0, 1, 2
+BETA_ROW, BETA_PIX = 0, 1
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -44,18 +44,13 @@ class KernelLayout:
         N, C, L (int): batch, channels, pixels per sample.
         nhwc (bool): ``x`` is channels_last (the NHWC kernels), else contiguous.
         d, q (Tensor): ``(C,)`` contiguous, in the compute dtype.
-        beta (Tensor): ``(Nb, Cb, Lb)`` contiguous (row / pixel mode) or a tensor with
-            ``x``'s shape and layout (full mode), in the compute dtype.
-        bmode (int): ``BETA_ROW``, ``BETA_PIX`` or ``BETA_FULL``.
+        beta (Tensor): ``(Nb, Cb, 1)`` (row mode) or ``(Nb, 1, L)`` (pixel mode),
+            contiguous, in the compute dtype.
+        bmode (int): ``BETA_ROW`` or ``BETA_PIX``.
         bsn, bsc (int): beta's strides over ``n`` and ``c`` (0 where broadcast).
         bshape (tuple): beta's shape padded with leading ones to ``x.dim()``.
     """
     __slots__ = ('N', 'C', 'L', 'nhwc', 'd', 'q', 'beta', 'bmode', 'bsn', 'bsc', 'bshape')
-
-    @property
-    def bsl(self) -> int:
-        """1 where beta varies over the pixels (pixel or full mode), else 0."""
-        return int(self.bmode != BETA_ROW)
 
 
 def padded(shape, ndim: int) -> tuple:
@@ -131,6 +126,16 @@ def kernel_layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: T
 
     ``x`` is judged as given: channels_last gives the NHWC layout; anything else the
     NCHW one (the caller makes a non-contiguous ``x`` contiguous).
+
+    Args:
+        x (Tensor): input (N, C, ...).
+        p1, p2 (Tensor | None): the parameters (``None``: 1 and 0).
+        beta (Tensor): broadcastable to ``x``.
+        dtype (torch.dtype): the compute dtype (:func:`compute_dtype`).
+
+    Returns:
+        KernelLayout | None: the layout, or ``None`` for arguments the kernels do not
+        take (see the module docstring).
     """
     ndim = x.dim()
     if ndim < 2:
@@ -157,12 +162,7 @@ def kernel_layout(x: Tensor, p1: Optional[Tensor], p2: Optional[Tensor], beta: T
             b = b.expand(bshape[:2] + tuple(x.shape[2:]))
         b = b.reshape(Nb, 1, L).contiguous()
         bsn, bsc = (L if Nb > 1 else 0), 0
-    elif tuple(bshape) == tuple(x.shape):
-        bmode = BETA_FULL  # same offsets as x
-        b = b.reshape(bshape)
-        b = b.contiguous(memory_format=torch.channels_last) if nhwc else b.contiguous()
-        bsn, bsc = 0, 0
-    else:  # varies over the channels and some pixels only: generic path
+    else:  # varies over the channels and the pixels: the PyTorch fused function
         return None
     lay = KernelLayout()
     lay.N, lay.C, lay.L, lay.nhwc = N, C, L, nhwc

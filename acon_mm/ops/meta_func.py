@@ -19,12 +19,13 @@ it), the pooling's gradient is added to ``dx`` in a cache-warm pass, and autogra
 only the input plus the small switch intermediates. Without the extension the layer
 runs its modules (with the fused ACON op).
 
-The fused path is taken only where it computes exactly what the modules compute:
-CPU with the extension built, float32/float64, plain 1x1 ``nn.Conv2d`` switch convs,
-norms that are ``AconSwitchBN`` / ``nn.BatchNorm2d`` / ``nn.Identity``, no hooks on
-the switch modules, not under ``torch.compile``/tracing, and the ``'auto'``/``'fused'``
-implementation. Everything else (CUDA, SyncBN, GroupNorm, half precision, ...)
-returns ``None`` and the layer runs its modules.
+The fused path is taken only where it computes exactly what the modules compute: the
+backend :func:`acon_mm.ops.dispatch.acon_backend` chooses for the input is ``'cpu'``
+(the ``'auto'`` setting, a CPU tensor, the extension built, not under
+``torch.compile``/tracing), the input is float32/float64, the switch convs are plain
+1x1 ``nn.Conv2d``, the norms ``AconSwitchBN`` / ``nn.BatchNorm2d`` / ``nn.Identity``,
+and no hooks sit on the switch modules. Everything else (CUDA, SyncBN, GroupNorm,
+half precision, ...) returns ``None`` and the layer runs its modules.
 
 BatchNorm semantics follow PyTorch: batch statistics in training (the running
 statistics updated with ``momentum``, or the cumulative average for
@@ -38,9 +39,8 @@ import torch.nn as nn
 from torch import Tensor
 from torch.nn.modules import module as _nn_module
 
-from . import acon_func
-from .cpu_ext import load_cpu_ext
-from .utils import is_compiling
+from . import cpu_ext
+from .dispatch import acon_backend
 
 __all__ = ['meta_acon_channel']
 
@@ -173,15 +173,12 @@ def meta_acon_channel(owner: nn.Module, x: Tensor, p1: Tensor, p2: Tensor, fc1: 
         Tensor | None: the layer's output, or ``None`` (the caller runs its modules).
     """
     dtype = x.dtype
-    if dtype not in _FLOATS or not x.is_cpu or x.dim() != 4 or x.numel() == 0 \
-            or acon_func._impl not in ('auto', 'fused') or is_compiling():
+    if dtype not in _FLOATS or x.dim() != 4 or x.numel() == 0 or acon_backend(x) != 'cpu':
         return None
     plan = _plan(owner, fc1, bn1, fc2, bn2, batch_norm_types)
     if plan is None or _has_hooks(fc1, bn1, fc2, bn2):
         return None
-    ext = load_cpu_ext()
-    if ext is None:
-        return None
+    ext = cpu_ext.load_cpu_ext()  # built: acon_backend said 'cpu'
     C = x.shape[1]
     f1, f2 = fc1._parameters, fc2._parameters
     w1, b1, w2, b2 = f1['weight'], f1.get('bias'), f2['weight'], f2.get('bias')

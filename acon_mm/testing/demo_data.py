@@ -44,16 +44,18 @@ Everything is a pure function of ``seed`` (numpy ``default_rng``); PNG output
 is byte-identical for the same seed, JPEG output is as deterministic as the
 installed libjpeg.
 """
+import inspect
 import json
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 __all__ = [
     'COCO_DEMO_CLASSES', 'CITYSCAPES_CLASSES', 'make_coco_demo',
-    'make_cityscapes_demo', 'make_imagenet_demo', 'make_demo_data'
+    'make_cityscapes_demo', 'make_imagenet_demo', 'make_demo_data',
+    'DEMO_DATASETS'
 ]
 
 COCO_DEMO_CLASSES: Tuple[str, ...] = ('circle', 'square', 'triangle')
@@ -414,29 +416,71 @@ def make_cityscapes_demo(root: str,
     return out
 
 
+#: the dataset names of :func:`make_demo_data`, each with its writer and
+#: the directory it writes under ``out_dir``
+DEMO_DATASETS = {'coco': make_coco_demo, 'cityscapes': make_cityscapes_demo,
+                 'imagenet': make_imagenet_demo}
+STAMP_FILE = '.acon_mm_demo.json'
+
+
 def make_demo_data(out_dir: str,
                    seed: int = 0,
                    which: Sequence[str] = ('coco', 'cityscapes'),
                    coco_kwargs: Optional[dict] = None,
                    cityscapes_kwargs: Optional[dict] = None,
-                   imagenet_kwargs: Optional[dict] = None) -> Dict[str, dict]:
+                   imagenet_kwargs: Optional[dict] = None,
+                   force: bool = False,
+                   log: Optional[Callable[[str], None]] = print) -> Dict[str, bool]:
     """Write ``out_dir/coco``, ``out_dir/cityscapes`` and/or ``out_dir/imagenet``
-    (as listed in ``which``); return their infos."""
-    infos = {}
+    (as listed in ``which``), each only if it is not there already.
+
+    Each dataset directory gets a stamp (``.acon_mm_demo.json``: the seed and
+    the writer's arguments, defaults filled in); a directory whose stamp
+    matches is up to date and left as it is, so the demo and
+    ``tools/misc/make_demo_data.py`` can be run again at no cost.
+
+    Args:
+        out_dir (str): the parent directory.
+        seed (int): the seed of every dataset.
+        which (Sequence[str]): names from :data:`DEMO_DATASETS`.
+        coco_kwargs, cityscapes_kwargs, imagenet_kwargs (dict, optional):
+            more arguments of :func:`make_coco_demo`,
+            :func:`make_cityscapes_demo`, :func:`make_imagenet_demo`.
+        force (bool): write even an up-to-date dataset.
+        log (callable, optional): gets one line per dataset (``None``: quiet).
+
+    Returns:
+        dict[str, bool]: per dataset name, whether it was written (``False``:
+        up to date).
+
+    Raises:
+        ValueError: a name of ``which`` is not in :data:`DEMO_DATASETS`.
+    """
+    kwargs = {'coco': coco_kwargs, 'cityscapes': cityscapes_kwargs,
+              'imagenet': imagenet_kwargs}
     for name in which:
-        if name == 'coco':
-            infos[name] = make_coco_demo(
-                osp.join(out_dir, 'coco'), seed=seed, **(coco_kwargs or {}))
-        elif name == 'cityscapes':
-            infos[name] = make_cityscapes_demo(
-                osp.join(out_dir, 'cityscapes'),
-                seed=seed,
-                **(cityscapes_kwargs or {}))
-        elif name == 'imagenet':
-            infos[name] = make_imagenet_demo(
-                osp.join(out_dir, 'imagenet'), seed=seed,
-                **(imagenet_kwargs or {}))
-        else:
-            raise ValueError(f"unknown demo dataset {name!r}; choose from "
-                             "'coco', 'cityscapes', 'imagenet'")
-    return infos
+        if name not in DEMO_DATASETS:
+            raise ValueError(f'unknown demo dataset {name!r}; choose from '
+                             + ', '.join(map(repr, DEMO_DATASETS)))
+    written = {}
+    for name in which:
+        fn, root = DEMO_DATASETS[name], osp.join(out_dir, name)
+        params = {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                  if p.default is not inspect.Parameter.empty}
+        params.update(kwargs[name] or {}, seed=seed)
+        params = json.loads(json.dumps(params))  # tuples as the stamp holds them
+        stamp = osp.join(root, STAMP_FILE)
+        if not force and osp.isfile(stamp):
+            with open(stamp) as f:
+                if json.load(f) == params:
+                    written[name] = False
+                    if log:
+                        log(f'{name} demo: {root} is up to date (seed {seed})')
+                    continue
+        fn(root, **params)
+        with open(stamp, 'w') as f:
+            json.dump(params, f)
+        written[name] = True
+        if log:
+            log(f'{name} demo: wrote {root} (seed {seed})')
+    return written

@@ -9,7 +9,7 @@ acon-mm keeps ``weights_only=True`` and allow-lists exactly those types
 (:data:`MMENGINE_CHECKPOINT_GLOBALS`) in :func:`safe_torch_load`; a checkpoint
 holding anything else is refused with :class:`UnsafeCheckpointError`, naming
 the file and the offending global, and none of its code runs.
-(:func:`acon_mm.engine.install_safe_checkpoint_loading` routes every load of
+(:func:`acon_mm.engine.checkpoint.install_safe_checkpoint_loading` routes every load of
 mmengine's ``CheckpointLoader`` through it.)
 
 Writing. :func:`atomic_write` writes a hidden temporary file in the same
@@ -33,7 +33,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 
 __all__ = [
     'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError', 'safe_torch_load',
-    'ATOMIC_TMP_PREFIX', 'atomic_write', 'atomic_save', 'strip_module_prefix',
+    'ATOMIC_TMP_PREFIX', 'atomic_write', 'atomic_tmp_path', 'atomic_commit',
+    'atomic_save', 'strip_module_prefix',
     'format_keys', 'state_dict_mismatches'
 ]
 
@@ -139,15 +140,38 @@ def atomic_write(path: str, data: Any, mode: str = 'wb') -> None:
     next save of the same name removes it.
     """
     path = os.fspath(path)
-    dirname = os.path.dirname(os.path.abspath(path))
-    os.makedirs(dirname, exist_ok=True)
-    tmp = os.path.join(
-        dirname, f'{ATOMIC_TMP_PREFIX}{os.path.basename(path)}.{os.getpid()}')
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = atomic_tmp_path(path)
     try:
         with open(tmp, mode, **({} if 'b' in mode else
                                 {'encoding': 'utf-8'})) as f:
             f.write(data)
-            f.flush()
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    atomic_commit(tmp, path)
+
+
+def atomic_tmp_path(path: str) -> str:
+    """The temporary file :func:`atomic_write` writes ``path`` aside in
+    (``.acon_tmp.<name>.<pid>`` in the same directory)."""
+    dirname, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(dirname, f'{ATOMIC_TMP_PREFIX}{name}.{os.getpid()}')
+
+
+def atomic_commit(tmp: str, path: str) -> None:
+    """Flush the complete file ``tmp`` to disk and rename it to ``path``.
+
+    The second half of :func:`atomic_write`, for files another writer produced
+    (e.g. mmengine's ``save_checkpoint`` writing to :func:`atomic_tmp_path`):
+    fsync, rename (atomic on POSIX), fsync the directory, and remove stale
+    temporaries of the same name left by killed processes.
+    """
+    path = os.fspath(path)
+    dirname = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(tmp, 'rb+') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -155,9 +179,9 @@ def atomic_write(path: str, data: Any, mode: str = 'wb') -> None:
             os.remove(tmp)
         raise
     _fsync_dir(dirname)
-    # stale temporaries of the same name from killed processes
+    prefix = f'{ATOMIC_TMP_PREFIX}{os.path.basename(path)}.'
     for name in os.listdir(dirname):
-        if name.startswith(f'{ATOMIC_TMP_PREFIX}{os.path.basename(path)}.'):
+        if name.startswith(prefix):
             try:
                 os.remove(os.path.join(dirname, name))
             except OSError:  # pragma: no cover - another process' file

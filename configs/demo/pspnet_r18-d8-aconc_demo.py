@@ -84,5 +84,6 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(interval=50),
     checkpoint=dict(
+        type='AconCheckpointHook',  # acon-mm's kill-safe hook
         by_epoch=False, interval=50, max_keep_ckpts=2, save_last=True))
 randomness = dict(seed=0)

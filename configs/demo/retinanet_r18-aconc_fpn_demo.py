@@ -102,6 +102,7 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(interval=50),
     checkpoint=dict(
+        type='AconCheckpointHook',  # acon-mm's kill-safe hook
         by_epoch=False, interval=200, max_keep_ckpts=2, save_last=True))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

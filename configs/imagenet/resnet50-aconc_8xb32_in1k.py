@@ -2,20 +2,22 @@
 # The base of the ResNet family: resnet{50,101,152}-{relu,swish,aconc,metaacon}
 # inherit it and change the depth and/or the activation only, so the ReLU and
 # Swish baselines are pretrained exactly as the published ACON networks were.
-# Sources of the numbers ("facts" = shared/official_acon_architecture.md,
-# which summarises the official code: train.py, utils.py):
-#   input         raw BGR 0-255, no mean/std (facts, "Input": ToBGRTensor)
+# Sources of the numbers ("official" = the authors' code, github.com/nmaac/acon,
+# ACON/ResNet_ACON/train.py and ACON/ShuffleNetV2_ACON/utils.py; "paper" = Ma
+# et al., CVPR 2021, the ImageNet training details):
+#   input         raw BGR 0-255, no mean/std (official: ToBGRTensor)
 #   train aug     RandomResizedCrop 224, ColorJitter(0.4, 0.4, 0.4),
-#                 horizontal flip 0.5 (facts, "Input")
+#                 horizontal flip 0.5 (official: train transforms)
 #   eval          short side 256 (OpenCV INTER_LINEAR on the BGR array),
-#                 center crop 224 (facts, "Input")
-#   batch         256 = 8 GPUs x 32 (facts, table)
+#                 center crop 224 (official: OpencvResize, val transforms)
+#   batch         256 = 8 GPUs x 32 (official: --batch-size; paper)
 #   schedule      600,000 iterations, lr 0.1 decaying linearly per iteration
-#                 to 0 (facts, table and "Optimiser")
+#                 to 0 (official: --total-iters,
+#                 --learning-rate, LambdaLR)
 #   optimiser     SGD, momentum 0.9, weight decay 1e-4 on conv/linear weights
-#                 only (facts, "Optimiser": get_parameters) ->
+#                 only (official: --weight-decay, get_parameters) ->
 #                 AconOptimWrapperConstructor
-#   loss          cross entropy, no label smoothing (facts, table)
+#   loss          cross entropy, no label smoothing (official: CrossEntropyLabelSmooth(1000, 0.0))
 # Ours (not in the official recipe): validation every 20k iterations, a
 # checkpoint every 20k iterations (the last one is iter_600000.pth, which the
 # transfer configs load with prefix='backbone.').
@@ -122,7 +124,7 @@ param_scheduler = [
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     checkpoint=dict(
-        type='CheckpointHook',
+        type='AconCheckpointHook',  # acon-mm's kill-safe hook
         by_epoch=False,
         interval=20000,
         max_keep_ckpts=3,

@@ -2,19 +2,22 @@
 # ACON recipe. The base of the ShuffleNetV2 family:
 # shufflenetv2-{0.5,1.0,1.5,2.0}x-{relu,aconc,metaacon} inherit it and change
 # the width and/or the activation only.
-# Sources (facts = shared/official_acon_architecture.md, which summarises the
-# official train.py / utils.py):
-#   input, augmentation, evaluation  as the ResNets (facts, "Input"); see
+# Sources ("official" = the authors' code, github.com/nmaac/acon,
+# ACON/ShuffleNetV2_ACON/{train.py,utils.py,network.py}; "paper" = Ma et al.,
+# CVPR 2021, the ImageNet training details):
+#   input, augmentation, evaluation  as the ResNets (official: train.py transforms); see
 #                                    resnet50-aconc_8xb32_in1k.py
-#   batch         1024 = 8 GPUs x 128 (facts, table)
+#   batch         1024 = 8 GPUs x 128 (official: --batch-size; paper)
 #   schedule      300,000 iterations, lr 0.5 decaying linearly per iteration
-#                 to 0 (facts, table and "Optimiser")
+#                 to 0 (official: --total-iters,
+#                 --learning-rate, LambdaLR)
 #   optimiser     SGD, momentum 0.9, weight decay 4e-5 on conv/linear weights
-#                 only (facts, table and "Optimiser": get_parameters)
-#   loss          cross entropy with label smoothing 0.1 (facts, table);
+#                 only (official: --weight-decay,
+#                 get_parameters)
+#   loss          cross entropy with label smoothing 0.1 (official: CrossEntropyLabelSmooth);
 #                 mmpretrain's mode='original' is the official
 #                 (1 - eps) * one_hot + eps / num_classes
-#   last conv     1024 channels (2.0x: 2048) (facts, ShuffleNetV2)
+#   last conv     1024 channels (2.0x: 2048) (official: network.py)
 _base_ = './resnet50-aconc_8xb32_in1k.py'
 
 model = dict(

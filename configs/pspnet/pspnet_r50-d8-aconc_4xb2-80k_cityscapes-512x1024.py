@@ -11,9 +11,12 @@
 # contradicting data_preprocessor.
 # Weight decay: the official rule (AconOptimWrapperConstructor).
 # Default weights: the official ACON-C ResNet-50, converted with
-#     python tools/model_converters/acon_official_to_mm.py OFFICIAL.pth checkpoints/resnet50_acon_mm.pth
+#     python tools/model_converters/acon_official_to_mm.py \
+#         OFFICIAL.pth checkpoints/resnet50_acon_mm.pth
 # To pretrain instead: python tools/train.py configs/imagenet/resnet50-aconc_8xb32_in1k.py
-# and --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/resnet50-aconc_8xb32_in1k/iter_600000.pth model.backbone.init_cfg.prefix=backbone.
+# and --cfg-options
+#     model.backbone.init_cfg.checkpoint=work_dirs/resnet50-aconc_8xb32_in1k/iter_600000.pth
+#     model.backbone.init_cfg.prefix=backbone.
 _base_ = 'mmseg::pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py'
 
 custom_imports = dict(imports=['acon_mm'], allow_failed_imports=False)
@@ -48,3 +51,7 @@ model = dict(
 # the stock SGD (lr 0.01, momentum 0.9, weight_decay 5e-4) under the official
 # ACON weight-decay rule
 optim_wrapper = dict(constructor='AconOptimWrapperConstructor')
+
+# kill-safe checkpoints that resume exactly (write aside and rename, point,
+# then prune; RNG states saved): acon-mm's hook, selected here by name
+default_hooks = dict(checkpoint=dict(type='AconCheckpointHook'))

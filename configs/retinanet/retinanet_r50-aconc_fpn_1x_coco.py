@@ -14,9 +14,12 @@
 # Weight decay: the official rule (AconOptimWrapperConstructor): only conv /
 # linear weights decay; ACON's p1, p2, beta, biases and norms do not.
 # Default weights: the official ACON-C ResNet-50, converted with
-#     python tools/model_converters/acon_official_to_mm.py OFFICIAL.pth checkpoints/resnet50_acon_mm.pth
+#     python tools/model_converters/acon_official_to_mm.py \
+#         OFFICIAL.pth checkpoints/resnet50_acon_mm.pth
 # To pretrain instead: python tools/train.py configs/imagenet/resnet50-aconc_8xb32_in1k.py
-# and --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/resnet50-aconc_8xb32_in1k/iter_600000.pth model.backbone.init_cfg.prefix=backbone.
+# and --cfg-options
+#     model.backbone.init_cfg.checkpoint=work_dirs/resnet50-aconc_8xb32_in1k/iter_600000.pth
+#     model.backbone.init_cfg.prefix=backbone.
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 
 custom_imports = dict(imports=['acon_mm'], allow_failed_imports=False)
@@ -54,3 +57,7 @@ optim_wrapper = dict(constructor='AconOptimWrapperConstructor')
 train_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))
 val_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))
 test_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))
+
+# kill-safe checkpoints that resume exactly (write aside and rename, point,
+# then prune; RNG states saved): acon-mm's hook, selected here by name
+default_hooks = dict(checkpoint=dict(type='AconCheckpointHook'))

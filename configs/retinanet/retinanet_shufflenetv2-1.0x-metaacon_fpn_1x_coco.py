@@ -40,3 +40,7 @@ optim_wrapper = dict(constructor='AconOptimWrapperConstructor')
 train_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))
 val_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))
 test_dataloader = dict(dataset=dict(type='ValidatedCocoDataset'))
+
+# kill-safe checkpoints that resume exactly (write aside and rename, point,
+# then prune; RNG states saved): acon-mm's hook, selected here by name
+default_hooks = dict(checkpoint=dict(type='AconCheckpointHook'))

@@ -15,8 +15,7 @@ import pytest
 import torch
 
 import acon_mm  # noqa: F401
-from acon_mm.models.layers import AconC, MetaAconC
-from acon_mm.models.layers import iter_acon_layers
+from acon_mm.models.layers import AconC, MetaAconC, iter_acon_layers
 from acon_mm.utils import safe_torch_load
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
@@ -91,7 +90,7 @@ train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=3,
 optim_wrapper = dict(_delete_=True, type='OptimWrapper',
                      optimizer=dict(type='AdamW', lr=0.01, weight_decay=0.0))
 param_scheduler = []
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=3,
+default_hooks = dict(checkpoint=dict(type='AconCheckpointHook', interval=3,
                                      by_epoch=False),
                      logger=dict(type='LoggerHook', interval=1))
 log_processor = dict(by_epoch=False)
@@ -444,31 +443,33 @@ def test_get_flops_relu_vs_acon(tmp_path):
     layers = list(iter_acon_layers(model))
     assert len(layers) == 16
     numels = {}
-    hooks = [l.register_forward_hook(
-        lambda mod, i, o, n=n: numels.__setitem__(n, o.numel())) for n, l in layers]
+    hooks = [layer.register_forward_hook(
+        lambda mod, i, o, n=n: numels.__setitem__(n, o.numel())) for n, layer in layers]
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64))
     for h in hooks:
         h.remove()
-    acon_params = sum(3 * l.num_channels for _, l in layers)
+    acon_params = sum(3 * layer.num_channels for _, layer in layers)
     assert a['acon_params'] == acon_params
     assert a['params'] - base['params'] == acon_params == a['d_params']
     assert a['flops'] == base['flops']  # mmengine's default ignores elementwise ops
     ew = sum(numels.values())
     # ACON-C: (p1-p2)*x, beta*., sigmoid, *, p2*x, + : 6 per element (+ the tiny
     # per-channel p1-p2); ReLU: 1 per element
-    per_channel = sum(l.num_channels for _, l in layers)
+    per_channel = sum(layer.num_channels for _, layer in layers)
     assert a['flops_elementwise'] - base['flops_elementwise'] == 5 * ew + per_channel
     assert a['acon_flops_elementwise'] == 6 * ew + per_channel
     # meta-ACON: its switch generator's convs (real convs) are counted
     mmodel = build_model_from_cfg(Config.fromfile(meta))
     switch_macs = sum(
-        l.fc1.in_channels * l.fc1.out_channels + l.fc2.in_channels * l.fc2.out_channels
-        for _, l in iter_acon_layers(mmodel))
+        layer.fc1.in_channels * layer.fc1.out_channels
+        + layer.fc2.in_channels * layer.fc2.out_channels
+        for _, layer in iter_acon_layers(mmodel))
     assert m['d_flops'] > 0 and m['d_flops'] >= switch_macs
     assert m['acon_flops'] == m['d_flops']
     # 'flops' is exactly mmengine's get_model_complexity_info
     from mmengine.analysis import get_model_complexity_info
+
     from acon_mm.analysis import naive_acon_ops
     with naive_acon_ops():
         info = get_model_complexity_info(mmodel, inputs=(torch.randn(1, 3, 64, 64), ),

@@ -19,8 +19,14 @@ import pytest
 import torch
 
 import acon_mm  # noqa: F401
-from acon_mm.analysis.study import (StudyError, check_family, find_family,
-                                    load_members, run_study, shorten_schedule)
+from acon_mm.analysis.study import (
+    StudyError,
+    check_family,
+    find_family,
+    load_members,
+    run_study,
+    shorten_schedule,
+)
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 DEMO = osp.join(ROOT, 'configs', 'demo', 'retinanet_r18-aconc_fpn_demo.py')

@@ -8,14 +8,18 @@ sample is reached, instead of a stack trace from deep inside a transform.
 import json
 import os
 import os.path as osp
+
 import pytest
 from mmengine.registry import DATASETS, DefaultScope
 
 import acon_mm  # noqa: F401
-from acon_mm.datasets import (DataSampleError, DataValidationError,
-                              ValidatedCityscapesDataset, ValidatedCocoDataset)
-from acon_mm.testing import (COCO_DEMO_CLASSES, make_cityscapes_demo,
-                                     make_coco_demo)
+from acon_mm.datasets import (
+    DataSampleError,
+    DataValidationError,
+    ValidatedCityscapesDataset,
+    ValidatedCocoDataset,
+)
+from acon_mm.testing import COCO_DEMO_CLASSES, make_cityscapes_demo, make_coco_demo
 
 from conftest import REPO_ROOT
 

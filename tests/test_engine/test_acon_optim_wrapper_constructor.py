@@ -16,8 +16,7 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
 import acon_mm  # noqa: F401
-from acon_mm.engine.optimizers import (AconOptimWrapperConstructor,
-                                       official_decay)
+from acon_mm.engine.optimizers import AconOptimWrapperConstructor, official_decay
 from acon_mm.engine.runner_utils import register_task_modules, replace_sync_bn
 from acon_mm.models.layers import AconC, MetaAconC
 

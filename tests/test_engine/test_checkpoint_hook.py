@@ -20,8 +20,7 @@ from torch.utils.data import Dataset
 
 import acon_mm  # noqa: F401
 import acon_mm.utils.io as ackpt
-from acon_mm.engine.checkpoint import (find_latest_checkpoint,
-                                       is_complete_checkpoint)
+from acon_mm.engine.checkpoint import find_latest_checkpoint, is_complete_checkpoint
 from acon_mm.engine.hooks.checkpoint_hook import get_rng_state, set_rng_state
 from acon_mm.utils import atomic_write, safe_torch_load
 
@@ -66,7 +65,7 @@ def _runner(work_dir, by_epoch=False, length=4, interval=2, **kwargs):
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
         train_cfg=loop,
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+        default_hooks=dict(checkpoint=dict(type='AconCheckpointHook',
                                            interval=interval,
                                            by_epoch=by_epoch)),
         randomness=dict(seed=0, deterministic=True),

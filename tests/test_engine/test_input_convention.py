@@ -17,17 +17,25 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from acon_mm.engine.input_convention import (InputConventionError,
-                                             check_input_convention,
-                                             preprocessor_convention)
+from acon_mm.engine.input_convention import (
+    InputConventionError,
+    check_input_convention,
+    preprocessor_convention,
+)
 from acon_mm.engine.runner_utils import register_task_modules, replace_sync_bn
-from acon_mm.models.official_ckpt import (INPUT_CONVENTION_KEY,
-                                          OFFICIAL_INPUT_CONVENTION,
-                                          convert_checkpoint)
-from official_reference import (load_layouts, official_decode,
-                                      official_forward,
-                                      random_official_state_dict,
-                                      to_bgr_tensor)
+from acon_mm.models.official_ckpt import (
+    INPUT_CONVENTION_KEY,
+    OFFICIAL_INPUT_CONVENTION,
+    convert_checkpoint,
+)
+
+from official_reference import (
+    load_layouts,
+    official_decode,
+    official_forward,
+    random_official_state_dict,
+    to_bgr_tensor,
+)
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RETINA = 'configs/retinanet/retinanet_r50-aconc_fpn_1x_coco.py'

@@ -69,7 +69,7 @@ def _runner(work_dir, hooks, max_iters=6, bad=BAD_SAMPLE, value='nan'):
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
+        default_hooks=dict(checkpoint=dict(type='AconCheckpointHook', interval=2,
                                            by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=hooks,

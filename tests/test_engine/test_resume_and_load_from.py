@@ -65,7 +65,7 @@ def _runner(work_dir, max_iters, **kwargs):
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05, momentum=0.9)),
         param_scheduler=dict(type='MultiStepLR', by_epoch=False, milestones=[3]),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
+        default_hooks=dict(checkpoint=dict(type='AconCheckpointHook', interval=2,
                                            by_epoch=False),
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type='_RecordIters')],

@@ -8,6 +8,7 @@ would fail if that load path unpickled arbitrary objects.
 """
 import builtins
 import os
+
 import pytest
 import torch
 import torch.nn as nn
@@ -129,7 +130,7 @@ def _runner(work_dir, **kwargs):
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         train_cfg=dict(by_epoch=False, max_iters=4),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2,
+        default_hooks=dict(checkpoint=dict(type='AconCheckpointHook', interval=2,
                                            by_epoch=False)),
         experiment_name=f'safe_{os.path.basename(str(work_dir))}',
         **kwargs)

@@ -1,14 +1,19 @@
 """The ACON family as OpenMMLab activation layers."""
-import math
-
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 import acon_mm  # noqa: F401  (registers the layers)
-from acon_mm.models.layers import (AconA, AconB, AconC, AconSwitchBN, MetaAconC,
-                                 SwishBeta, build_acon_layer)
+from acon_mm.models.layers import (
+    AconA,
+    AconB,
+    AconC,
+    AconSwitchBN,
+    MetaAconC,
+    SwishBeta,
+    build_acon_layer,
+)
 
 
 # --------------------------------------------------------------------------
@@ -220,8 +225,8 @@ def test_fpn_and_psphead_with_acon_act_train_under_ddp(tmp_path):
     """A neck and a head built with act_cfg=AconC are whole before DDP wraps them."""
     import torch.distributed as dist
     from mmdet.models.necks import FPN
-    from mmseg.models.decode_heads import PSPHead
     from mmengine.registry import DefaultScope
+    from mmseg.models.decode_heads import PSPHead
     from mmseg.utils import register_all_modules
     register_all_modules(init_default_scope=False)
     fpn = FPN(in_channels=[8, 16], out_channels=8, num_outs=2, act_cfg=dict(type='AconC'))
@@ -231,7 +236,7 @@ def test_fpn_and_psphead_with_acon_act_train_under_ddp(tmp_path):
                        act_cfg=dict(type='MetaAconC'))
     from acon_mm.models.layers import iter_acon_layers
     layers = list(iter_acon_layers(fpn)) + list(iter_acon_layers(head))
-    assert len(layers) >= 4 and all(l.is_materialized for _, l in layers)
+    assert len(layers) >= 4 and all(layer.is_materialized for _, layer in layers)
     model = nn.ModuleDict(dict(fpn=fpn, head=head))
     init = f'file://{tmp_path}/pg'
     dist.init_process_group('gloo', init_method=init, rank=0, world_size=1)

@@ -7,9 +7,9 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import acon_mm  # noqa: F401  (registers the modules)
-from acon_mm.models.layers import AconC, MetaAconC
 from acon_mm.models.backbones import ResNetACON, ShuffleNetV2ACON
-from acon_mm.models.layers import iter_acon_layers
+from acon_mm.models.layers import AconC, MetaAconC, iter_acon_layers
+
 from official_reference import official_channel_shuffle
 
 

@@ -12,6 +12,7 @@ from mmengine.registry import MODELS
 
 import acon_mm  # noqa: F401
 from acon_mm.models.official_ckpt import convert_checkpoint
+
 from official_reference import load_layouts, random_official_state_dict
 
 

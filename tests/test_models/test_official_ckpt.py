@@ -18,13 +18,17 @@ from mmengine.registry import MODELS
 from mmengine.runner import load_checkpoint
 
 import acon_mm  # noqa: F401
+from acon_mm.models.official_ckpt import (
+    OFFICIAL_ARCHS,
+    ConversionError,
+    convert_checkpoint,
+    convert_state_dict,
+    detect_arch,
+    expected_layout,
+)
 from acon_mm.utils import UnsafeCheckpointError, safe_torch_load
-from acon_mm.models.official_ckpt import (OFFICIAL_ARCHS, ConversionError,
-                                          convert_checkpoint,
-                                          convert_state_dict, detect_arch,
-                                          expected_layout)
-from official_reference import (load_layouts, official_forward,
-                                random_official_state_dict)
+
+from official_reference import load_layouts, official_forward, random_official_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, 'tools', 'model_converters', 'acon_official_to_mm.py')

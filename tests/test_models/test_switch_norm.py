@@ -9,14 +9,12 @@ kernel leaves to the modules.
 import copy
 import os.path as osp
 
-import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
 
 import acon_mm  # noqa: F401
-from acon_mm.models.layers import (AconSwitchBN, AconSwitchSyncBN, MetaAconC,
-                                   switch_norm_cfg)
+from acon_mm.models.layers import AconSwitchSyncBN, MetaAconC, switch_norm_cfg
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 

@@ -1,7 +1,7 @@
 """The C++ extension (acon_mm.ops.cpu_ext, sources in acon_mm/ops/csrc): its ACON
-function against the naive formula (float64 gradcheck, float32, every beta layout
-including a beta varying over the pixels), the constants it exports, and the build
-cache key."""
+function against the naive formula (float64 gradcheck, float32, every beta layout it
+takes: constant over the pixels, or over the channels), the arguments it leaves to the
+PyTorch path, the constants it exports, and the build cache key."""
 import fnmatch
 import os.path as osp
 import re
@@ -16,9 +16,11 @@ import acon_mm  # noqa: F401  (registers the layers)
 from acon_mm.ops import acon_impl, acon_naive, cpu_ext
 
 C = 5
-# beta layouts: constant over the pixels (per-row kernels) and varying over them
+# beta layouts: constant over the pixels (per-row kernels) and varying over them (but
+# constant over the channels); varying over both (the full shape among them): None
 ROW_BETAS = [(1, 1, 1, 1), (1, C, 1, 1), (3, C, 1, 1), (3, 1, 1, 1), (C, 1, 1)]
-PIXEL_BETAS = [(3, 1, 4, 3), (3, C, 4, 3), (1, 1, 4, 3), (1, C, 1, 3), (4, 1), (1, 1, 4, 1)]
+PIXEL_BETAS = [(3, 1, 4, 3), (1, 1, 4, 3), (4, 1), (1, 1, 4, 1), (3, 1, 1, 3)]
+CHANNEL_PIXEL_BETAS = [(3, C, 4, 3), (1, C, 1, 3), (C, 4, 3), (1, C, 4, 1)]
 
 
 def _header_constants() -> dict:
@@ -33,9 +35,8 @@ def test_extension_exports_the_header_constants(cpu_ext):
     header = _header_constants()
     assert header, 'no constants found in acon_constants.h'
     exported = {k: getattr(cpu_ext, k) for k in dir(cpu_ext) if k.isupper()}
-    names = {'kAbiVersion': 'ABI_VERSION', 'kSeg': 'SEG',
-             'kChannelMajorMaxRow': 'CHANNEL_MAJOR_MAX_ROW', 'kFlatMaxRow': 'FLAT_MAX_ROW',
-             'kParallelMinNumel': 'PARALLEL_MIN_NUMEL'}
+    names = {'kSeg': 'SEG', 'kChannelMajorMaxRow': 'CHANNEL_MAJOR_MAX_ROW',
+             'kFlatMaxRow': 'FLAT_MAX_ROW', 'kParallelMinNumel': 'PARALLEL_MIN_NUMEL'}
     assert set(names) == set(header), 'a new constant: export it from the binding'
     for cname, pyname in names.items():
         assert exported[pyname] == header[cname], pyname
@@ -74,12 +75,12 @@ def test_acon_gradcheck_float64(cpu_ext, bshape, combo):
 
 @pytest.mark.parametrize('threads', [1, 2])
 @pytest.mark.parametrize('shape', [(4, 8, 37, 40), (6, 101, 7, 7), (2, 3, 5)])
-@pytest.mark.parametrize('kind', ['sample_pixel', 'full', 'shared_pixel', 'row'])
+@pytest.mark.parametrize('kind', ['sample_pixel', 'shared_pixel', 'row'])
 def test_per_pixel_beta_matches_naive_float32(cpu_ext, kind, shape, threads):
     # rows of 1480 values are cut into two segments of at most SEG = 1024; 7x7 rows
     # would take the flat layout with a per-row beta. Reference: float64 naive formula.
     N, sp = shape[0], shape[2:]
-    bshape = {'sample_pixel': (N, 1) + sp, 'full': shape, 'shared_pixel': (1, 1) + sp,
+    bshape = {'sample_pixel': (N, 1) + sp, 'shared_pixel': (1, 1) + sp,
               'row': (N, 1) + sp[:-1] + (1, )}[kind]
     x, p1, p2, beta = _args(bshape, 'both', torch.float32, shape=shape, seed=len(kind))
     gout = torch.randn(shape)
@@ -119,12 +120,16 @@ def test_returns_none_for_arguments_it_does_not_take(cpu_ext):
     assert cpu_ext.acon_fused(x, p1, p2, torch.ones(2, 1, 1, 1, dtype=x.dtype)) is None
     assert cpu_ext.acon_fused(x.detach().long(), None, None, beta) is None
     assert cpu_ext.acon_fused(x[:, :, 0, 0][:, :, None, None][:0], p1, p2, beta) is None
+    for bshape in CHANNEL_PIXEL_BETAS:  # no layer makes one: acon() runs the PyTorch path
+        assert cpu_ext.acon_fused(x, p1, p2, torch.rand(bshape, dtype=x.dtype)) is None, \
+            bshape
+    assert not hasattr(cpu_ext, 'ABI_VERSION')  # dropped: the build key names the sources
 
 
 def test_refuses_double_backward(cpu_ext):
     from acon_mm.models.layers import AconC
     x = torch.randn(2, 4, 3, 3, requires_grad=True)
-    with acon_impl('fused'):
+    with acon_impl('auto'):
         y = AconC(4)(x)
     with pytest.raises(RuntimeError, match='double backward'):
         torch.autograd.grad(y.sum(), x, create_graph=True)

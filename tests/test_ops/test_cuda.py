@@ -209,11 +209,11 @@ def test_pspnet_metaacon_amp_train_step():
 # Triton dispatch: probe, channels_last without copies, bounded recompilation
 # --------------------------------------------------------------------------
 def test_triton_probe_passed_for_every_dtype():
-    from acon_mm.ops import acon_func
+    from acon_mm.ops import dispatch
     for dtype in DTYPES:
         x = _input('contiguous', dtype)
         assert acon_backend(x) == 'triton'
-        assert acon_func._triton_probe_results[(x.device, dtype)] is None
+        assert dispatch._triton_probe_results[(x.device, dtype)] is None
 
 
 @pytest.mark.parametrize('dtype', DTYPES, ids=str)
@@ -262,9 +262,9 @@ def test_no_full_size_copies(layout):
 
 
 def test_multi_scale_does_not_recompile_per_size():
-    from acon_mm.ops import triton_kernel, triton_nhwc
-    kernels = [triton_kernel._acon_fwd_kernel, triton_kernel._acon_bwd_row_kernel,
-               triton_nhwc._acon_fwd_nhwc_kernel, triton_nhwc._acon_bwd_nhwc_kernel]
+    from acon_mm.ops.triton import nchw, nhwc
+    kernels = [nchw._acon_fwd_kernel, nchw._acon_bwd_row_kernel,
+               nhwc._acon_fwd_nhwc_kernel, nhwc._acon_bwd_nhwc_kernel]
     if not all(hasattr(k, 'device_caches') for k in kernels):
         pytest.skip('this Triton version has no JITFunction.device_caches')
 

@@ -56,7 +56,7 @@ def _compare(m, x, train, dtype):
     m.train(train)
     ref.train(train)
     gout = torch.randn_like(x)
-    y, gx = _run(m, x, gout, 'fused')
+    y, gx = _run(m, x, gout, 'auto')
     y_ref, gx_ref = _run(ref, x, gout, 'torch')  # the modules, then the fused ACON op
     assert _is_fused(y), 'the fused path was not taken'
     # float32: both the fused kernel and the modules are ~1e-5 away from a float64
@@ -123,7 +123,7 @@ def test_running_statistics_follow_batchnorm():
     ref = copy.deepcopy(m)
     for step in range(3):
         x = torch.randn(4, 16, 5, 5, dtype=torch.float64)
-        _run(m, x, torch.randn_like(x), 'fused')
+        _run(m, x, torch.randn_like(x), 'auto')
         _run(ref, x, torch.randn_like(x), 'torch')
     assert int(m.bn1.num_batches_tracked) == 3
     for (name, b), b_ref in zip(m.named_buffers(), ref.buffers()):
@@ -148,7 +148,7 @@ def test_batch_one_with_plain_batchnorm_raises_like_pytorch():
 def test_channels_last_input():
     m = _layer(16, 'AconSwitchBN', torch.float32)
     x = torch.randn(3, 16, 6, 6).contiguous(memory_format=torch.channels_last)
-    with acon_impl('fused'):
+    with acon_impl('auto'):
         y = m(x)
     assert y.is_contiguous(memory_format=torch.channels_last)
     _compare(_layer(16, 'AconSwitchBN', torch.float32), x, True, torch.float32)
@@ -159,12 +159,12 @@ def test_steps_aside_for_hooks_and_other_norms():
     m = MetaAconC(16)
     calls = []
     m.fc1.register_forward_hook(lambda *a: calls.append(1))
-    with acon_impl('fused'):
+    with acon_impl('auto'):
         y = m(x)
     assert calls, 'a hook on the switch generator must see its call'
     assert not _is_fused(y)
     gn = MetaAconC(16, norm_cfg=dict(type='GN', num_groups=4))
-    with acon_impl('fused'):
+    with acon_impl('auto'):
         y = gn(x)
     assert not _is_fused(y)
     for impl in ('naive', 'torch'):
@@ -177,7 +177,7 @@ def test_module_swaps_are_seen():
     """The cached type checks follow a replaced sub-module (e.g. a norm conversion)."""
     m = MetaAconC(16)
     x = torch.randn(2, 16, 4, 4)
-    with acon_impl('fused'):
+    with acon_impl('auto'):
         assert _is_fused(m(x))
         m.bn1 = nn.GroupNorm(4, m.bn1.num_features)
         assert not _is_fused(m(x))
@@ -185,7 +185,7 @@ def test_module_swaps_are_seen():
 
 def test_layers_use_the_extension():
     from acon_mm.models.layers import AconC
-    with acon_impl('fused'):
+    with acon_impl('auto'):
         y = AconC(4)(torch.randn(2, 4, 3, 3, requires_grad=True))
         z = MetaAconC(8)(torch.randn(2, 8, 3, 3, requires_grad=True))
     assert 'AconFn' in y.grad_fn.name() and 'MetaFn' in z.grad_fn.name()
@@ -230,7 +230,7 @@ def test_without_extension_the_modules_run(monkeypatch):
     m = MetaAconC(8)
     ref = copy.deepcopy(m)
     x = torch.randn(2, 8, 3, 3)
-    with acon_impl('fused'):
+    with acon_impl('auto'):
         y = AconC(8)(x.requires_grad_())
         z = m(x)
     assert 'AconFunction' in y.grad_fn.name()

@@ -13,14 +13,18 @@ import json
 import os.path as osp
 import re
 
-import numpy as np
 import pytest
 import torch
 
-from official_reference import (load_layouts, official_center_crop,
-                                official_decode, official_forward,
-                                official_opencv_resize,
-                                random_official_state_dict, to_bgr_tensor)
+from official_reference import (
+    load_layouts,
+    official_center_crop,
+    official_decode,
+    official_forward,
+    official_opencv_resize,
+    random_official_state_dict,
+    to_bgr_tensor,
+)
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec('mmpretrain') is None,

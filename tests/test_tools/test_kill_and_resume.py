@@ -21,8 +21,8 @@ import pytest
 import torch
 
 import acon_mm  # noqa: F401
-from acon_mm.utils import safe_torch_load
 from acon_mm.engine.checkpoint import is_complete_checkpoint
+from acon_mm.utils import safe_torch_load
 
 from conftest import REPO_ROOT, _tool_env, demo_cfg_options
 
@@ -243,7 +243,7 @@ SAVE_SCRIPT = textwrap.dedent('''
         # max_keep_ckpts=1: stock mmengine deletes iter_2.pth *before* it
         # writes iter_4.pth, so a kill during that write leaves nothing
         default_hooks=dict(checkpoint=dict(
-            type='CheckpointHook', interval=2, by_epoch=False,
+            type='AconCheckpointHook', interval=2, by_epoch=False,
             max_keep_ckpts=1)),
         custom_hooks=[KillDuringSave()] if kill_at else [],
         resume=kill_at == 0, randomness=dict(seed=0)).train()

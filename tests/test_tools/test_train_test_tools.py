@@ -6,11 +6,11 @@ with pycocotools' COCO metric and mmseg's IoUMetric.
 """
 import glob
 import json
+import os
 import os.path as osp
 import pickle
 
 import pytest
-import torch
 
 from conftest import read_val_metrics
 
@@ -147,8 +147,7 @@ def test_demo_data_is_deterministic_and_in_the_real_formats(tmp_path):
     from mmcv import imread
     from pycocotools.coco import COCO
 
-    from acon_mm.testing import (COCO_DEMO_CLASSES, make_coco_demo,
-                                         make_cityscapes_demo)
+    from acon_mm.testing import COCO_DEMO_CLASSES, make_cityscapes_demo, make_coco_demo
     kw = dict(num_train=3, num_val=2)
     a = make_coco_demo(str(tmp_path / 'a'), seed=3, **kw)
     b = make_coco_demo(str(tmp_path / 'b'), seed=3, **kw)
@@ -193,3 +192,20 @@ def test_demo_data_is_deterministic_and_in_the_real_formats(tmp_path):
         pipeline=[], serialize_data=False)
     assert len(ds) == 3
     assert all(osp.isfile(d['seg_map_path']) for d in ds)
+
+
+def test_make_demo_data_writes_once_per_options(tmp_path):
+    """The stamp keeps an up-to-date dataset; other options or force rewrite it."""
+    from acon_mm.testing import make_demo_data
+    out, lines = str(tmp_path), []
+    kw = dict(coco_kwargs=dict(num_train=2, num_val=1), which=['coco'],
+              log=lines.append)
+    assert make_demo_data(out, seed=1, **kw) == {'coco': True}
+    ann = osp.join(out, 'coco', 'annotations', 'instances_train2017.json')
+    mtime = os.stat(ann).st_mtime_ns
+    assert make_demo_data(out, seed=1, **kw) == {'coco': False}
+    assert os.stat(ann).st_mtime_ns == mtime and 'up to date' in lines[-1]
+    assert make_demo_data(out, seed=2, **kw) == {'coco': True}
+    assert make_demo_data(out, seed=2, force=True, **kw) == {'coco': True}
+    with pytest.raises(ValueError, match="'kitti'"):
+        make_demo_data(out, which=['kitti'])

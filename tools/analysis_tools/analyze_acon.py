@@ -27,8 +27,13 @@ import sys
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 
 import acon_mm  # noqa: E402,F401
-from acon_mm.analysis import (DEFAULT_OUT_ROOT, analyze_model,  # noqa: E402
-                                    image_batches, load_model, write_analysis)
+from acon_mm.analysis import (  # noqa: E402
+    DEFAULT_OUT_ROOT,
+    analyze_model,
+    image_batches,
+    load_model,
+    write_analysis,
+)
 from acon_mm.models.layers import MetaAconC  # noqa: E402
 
 

@@ -37,9 +37,14 @@ sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 import torch  # noqa: E402
 
 import acon_mm  # noqa: E402,F401
-from acon_mm.analysis import (DEFAULT_OUT_ROOT, build_model_from_cfg,  # noqa: E402
-                              complexity, input_shape_from_cfg,
-                              padded_input_shape, swap_acon_for_relu)
+from acon_mm.analysis import (  # noqa: E402
+    DEFAULT_OUT_ROOT,
+    build_model_from_cfg,
+    complexity,
+    input_shape_from_cfg,
+    padded_input_shape,
+    swap_acon_for_relu,
+)
 
 
 def parse_args(argv=None):

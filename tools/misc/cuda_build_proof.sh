@@ -6,21 +6,27 @@
 #   bash tools/misc/cuda_build_proof.sh                    # full proof (35-60 min on 2 cores)
 #   bash tools/misc/cuda_build_proof.sh --check-toolchain  # only torch + nvcc + a tiny sm_90 kernel
 #   bash tools/misc/cuda_build_proof.sh --fresh            # remove the proof's venv and wheel first
+#   bash tools/misc/cuda_build_proof.sh --out DIR          # write into DIR instead
 #
-# Output: work_dirs/cuda_proof/{report.json,setup.log} (ACON_MM_PROOF_DIR to change).
+# Output: work_dirs/cuda_proof/{report.json,setup.log} (--out DIR to change).
 # Switches: TORCH_CUDA_ARCH_LIST (default 9.0), MAX_JOBS (default 2).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
 MODE=full
-for a in "$@"; do
-  case "$a" in
+OUTDIR="$ROOT/work_dirs/cuda_proof"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h|--help) sed -n '2,/^set -euo pipefail/{/^set /d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     --check-toolchain) MODE=check-toolchain ;;
     --fresh) FRESH=1 ;;
-    *) echo "unknown argument $a" >&2; exit 2 ;;
+    --out)
+      [[ -n "${2:-}" ]] || { echo "--out needs a folder" >&2; exit 2; }
+      OUTDIR="$(mkdir -p "$2" && cd "$2" && pwd)"; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
+  shift
 done
-OUTDIR="${ACON_MM_PROOF_DIR:-$ROOT/work_dirs/cuda_proof}"
+cd "$ROOT"   # after the options: a relative --out is relative to where it was called
 [[ "${FRESH:-0}" == 1 ]] && rm -rf "$OUTDIR/venv" "$OUTDIR/wheels"
 mkdir -p "$OUTDIR"
 export ACON_MM_VENV="$OUTDIR/venv" ACON_MM_CUDA_OPS=1 ACON_MM_NVCC=pip

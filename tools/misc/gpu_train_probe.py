@@ -9,7 +9,8 @@ finite. Used by ``tools/gpu_check.sh``; no pretrained weights, no download.
 ``--data-root`` is a folder written by ``tools/misc/make_demo_data.py`` in the
 layout the config reads (``coco`` for mmdet configs, ``cityscapes`` for mmseg
 ones). The config is built exactly as ``tools/train.py`` builds it
-(``build_cfg``: data root, AMP), then for a short probe: the backbone's
+(:func:`acon_mm.engine.run_config.build_train_cfg`: data root, AMP,
+``--cfg-options``), then for a short probe: the backbone's
 ``init_cfg`` is dropped (random weights), the schedule becomes
 ``--iters`` iterations without validation, checkpoints or LR schedule, and a
 COCO dataset takes its class names from the generated annotation file (the
@@ -19,7 +20,6 @@ median of the last 20 iterations, data loading included), ``compute_s_per_iter``
 (``torch.cuda.max_memory_allocated``) and ``losses_finite``.
 """
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -47,16 +47,9 @@ def parse_args(argv=None):
     p.add_argument('--work-dir', default=None)
     p.add_argument('--json', default=None, help='write the result here')
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
-                   help='passed on to tools/train.py')
+                   help="override settings of the config, as tools/train.py's "
+                   '--cfg-options')
     return p.parse_args(argv)
-
-
-def _load_train_tool():
-    spec = importlib.util.spec_from_file_location(
-        'acon_mm_tool_train', osp.join(ROOT, 'tools', 'train.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _coco_classes(cfg, data_root):
@@ -70,17 +63,15 @@ def _coco_classes(cfg, data_root):
     return ds, tuple(c['name'] for c in sorted(cats, key=lambda c: c['id']))
 
 
-def probe_cfg(train, args):
+def probe_cfg(args):
     """The config of tools/train.py, shortened into a probe."""
+    from acon_mm.engine.run_config import build_train_cfg, parse_cfg_options
     work_dir = args.work_dir or osp.join(ROOT, 'work_dirs', 'gpu_probe',
                                          osp.splitext(osp.basename(args.config))[0])
-    argv = [args.config, '--work-dir', work_dir, '--data-root', args.data_root]
-    if args.amp:
-        argv.append('--amp')
-    if args.cfg_options:
-        argv += ['--cfg-options'] + args.cfg_options
-    targs = train.parse_args(argv)
-    cfg = train.build_cfg(targs)
+    os.environ.setdefault('LOCAL_RANK', '0')  # as tools/train.py's parse_args
+    cfg = build_train_cfg(
+        args.config, work_dir=work_dir, data_root=args.data_root, amp=args.amp,
+        cfg_options=parse_cfg_options(args.cfg_options or []) or None)
     cfg.model.backbone.init_cfg = None
     if 'pretrained' in cfg.model:
         cfg.model.pretrained = None
@@ -122,15 +113,18 @@ def main(argv=None):
         if args.device == 'cpu':
             os.environ['CUDA_VISIBLE_DEVICES'] = ''
             os.environ.setdefault('ACON_MM_ALLOW_CPU', '1')
-        train = _load_train_tool()
-        cfg = probe_cfg(train, args)
-        task = train.config_task(cfg)
-        train.register_task_modules(task)
-        try:
-            msgs = train.adapt_cfg_to_device(cfg, 'none', allow_cpu=args.device == 'cpu')
-        except TypeError:  # older signature
-            msgs = train.adapt_cfg_to_device(cfg, 'none')
-        train.init_cpu_distributed('none')
+        from acon_mm.engine.runner_utils import (
+            adapt_cfg_to_device,
+            config_task,
+            init_cpu_distributed,
+            register_task_modules,
+            warn_all,
+        )
+        cfg = probe_cfg(args)
+        task = config_task(cfg)
+        register_task_modules(task)
+        msgs = adapt_cfg_to_device(cfg, 'none', allow_cpu=args.device == 'cpu')
+        init_cpu_distributed('none')
         result.update(task=task, batch_size=cfg.train_dataloader.batch_size,
                       torch=torch.__version__, torch_cuda=torch.version.cuda)
         if args.device == 'cuda':
@@ -161,7 +155,7 @@ def main(argv=None):
                 rec['losses'].append(float(loss) if loss is not None else float('nan'))
 
         runner = Runner.from_cfg(cfg)
-        train.warn_all(msgs)
+        warn_all(msgs)
         runner.register_hook(ProbeHook(), priority='LOWEST')
         runner.train()
 

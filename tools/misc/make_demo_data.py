@@ -8,17 +8,17 @@
 
 The output is deterministic in ``--seed``; the project's configs read it
 through ``data_root`` exactly as they read the real data (see README, Data).
+A dataset already written with the same options is left as it is (its
+``.acon_mm_demo.json`` stamp; ``--force`` writes it again):
+:func:`acon_mm.testing.make_demo_data`.
 """
 import argparse
-import json
-import os
 import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from acon_mm.testing import (make_cityscapes_demo, make_coco_demo,  # noqa: E402
-                             make_imagenet_demo)
+from acon_mm.testing import make_demo_data  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -52,38 +52,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _generate(name, root, params, force, fn):
-    stamp = osp.join(root, '.acon_mm_demo.json')
-    if not force and osp.isfile(stamp):
-        with open(stamp) as f:
-            if json.load(f) == params:
-                print(f'{name}: {root} is up to date (seed {params["seed"]})')
-                return
-    fn(root, **params)
-    with open(stamp, 'w') as f:
-        json.dump(params, f)
-    print(f'{name}: wrote {root} (seed {params["seed"]})')
-
-
 def main(argv=None):
     args = parse_args(argv)
-    if args.only in (None, 'coco'):
-        _generate('COCO demo', osp.join(args.out_dir, 'coco'),
-                  dict(num_train=args.coco_train, num_val=args.coco_val,
-                       img_size=list(args.coco_size), seed=args.seed),
-                  args.force, make_coco_demo)
-    if args.only in (None, 'cityscapes'):
-        _generate('Cityscapes demo', osp.join(args.out_dir, 'cityscapes'),
-                  dict(num_train=args.cityscapes_train,
-                       num_val=args.cityscapes_val,
-                       img_size=list(args.cityscapes_size), seed=args.seed),
-                  args.force, make_cityscapes_demo)
-    if args.only == 'imagenet' or (args.only is None and args.imagenet):
-        _generate('ImageNet-layout demo', osp.join(args.out_dir, 'imagenet'),
-                  dict(num_train=args.imagenet_train,
-                       num_val=args.imagenet_val,
-                       img_size=list(args.imagenet_size), seed=args.seed),
-                  args.force, make_imagenet_demo)
+    which = [args.only] if args.only else (
+        ['coco', 'cityscapes'] + (['imagenet'] if args.imagenet else []))
+    make_demo_data(
+        args.out_dir, seed=args.seed, which=which, force=args.force,
+        coco_kwargs=dict(num_train=args.coco_train, num_val=args.coco_val,
+                         img_size=list(args.coco_size)),
+        cityscapes_kwargs=dict(num_train=args.cityscapes_train,
+                               num_val=args.cityscapes_val,
+                               img_size=list(args.cityscapes_size)),
+        imagenet_kwargs=dict(num_train=args.imagenet_train,
+                             num_val=args.imagenet_val,
+                             img_size=list(args.imagenet_size)))
 
 
 if __name__ == '__main__':

@@ -5,8 +5,12 @@
 #
 #   bash tools/misc/prepare_gpu_wheels.sh [DIR]      # default DIR: work_dirs/gpu_wheels
 #   bash tools/misc/prepare_gpu_wheels.sh --full DIR # also packages the GPU image already has
+#   bash tools/misc/prepare_gpu_wheels.sh --python-version 3.11 DIR   # another target Python
 #
-# It holds: the mmcv 2.1.0 sdist (built there with CUDA ops), and cp312 manylinux or
+# Options: --full (see below), --python-version X.Y (the GPU machine's Python, default 3.12),
+# -h/--help. The pip that resolves and downloads is $PYTHON -m pip (default python3).
+#
+# It holds: the mmcv 2.1.0 sdist (built there with CUDA ops), and cp312 (--python-version) manylinux or
 # pure-Python wheels of the rest of tools/setup_env.sh's STACK and their dependencies -
 # no torch, torchvision, triton or nvidia-* package. Without --full it leaves out what the
 # GPU image already has (IMAGE_HAS below: the image's package list, e.g. scipy, matplotlib,
@@ -18,9 +22,23 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 FULL=0
-[[ "${1:-}" == "--full" ]] && { FULL=1; shift; }
-DIR="$(mkdir -p "${1:-$ROOT/work_dirs/gpu_wheels}" && cd "${1:-$ROOT/work_dirs/gpu_wheels}" && pwd)"
-PYVER="${ACON_MM_GPU_PYVER:-3.12}"
+PYVER=3.12
+DIR_ARG=""
+usage() { echo "usage: $0 [--full] [--python-version X.Y] [DIR]" >&2; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h|--help) sed -n '2,/^set -euo pipefail/{/^set /d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --full) FULL=1 ;;
+    --python-version)
+      [[ "${2:-}" =~ ^[0-9]+\.[0-9]+$ ]] || { echo "--python-version needs X.Y (e.g. 3.12), got '${2:-}'" >&2; usage; exit 2; }
+      PYVER="$2"; shift ;;
+    -*) echo "unknown option $1" >&2; usage; exit 2 ;;
+    *) [[ -z $DIR_ARG ]] || { echo "one DIR only (got '$DIR_ARG' and '$1')" >&2; usage; exit 2; }
+       DIR_ARG="$1" ;;
+  esac
+  shift
+done
+DIR="$(mkdir -p "${DIR_ARG:-$ROOT/work_dirs/gpu_wheels}" && cd "${DIR_ARG:-$ROOT/work_dirs/gpu_wheels}" && pwd)"
 PY="${PYTHON:-python3}"
 MAX_BYTES=$((64 * 1024 * 1024))
 log() { printf '[wheels %s] %s\n' "$(date +%H:%M:%S)" "$*"; }

@@ -29,8 +29,11 @@ except ImportError:  # running from a checkout without installing acon-mm
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
     import acon_mm  # noqa: F401
 
-from acon_mm.models.official_ckpt import (OFFICIAL_ARCHS,  # noqa: E402
-                                          ConversionError, convert_checkpoint)
+from acon_mm.models.official_ckpt import (  # noqa: E402
+    OFFICIAL_ARCHS,
+    ConversionError,
+    convert_checkpoint,
+)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,8 +1,8 @@
 """Hooks, one per file, registered in mmengine's ``HOOKS``."""
 from .acon_stats_hook import AconStatsHook
-from .checkpoint_hook import CheckpointHook
+from .checkpoint_hook import AconCheckpointHook
 from .nonfinite_loss_hook import NonFiniteLossError, NonFiniteLossHook
 
 __all__ = [
-    'AconStatsHook', 'CheckpointHook', 'NonFiniteLossHook', 'NonFiniteLossError'
+    'AconCheckpointHook', 'AconStatsHook', 'NonFiniteLossHook', 'NonFiniteLossError'
 ]

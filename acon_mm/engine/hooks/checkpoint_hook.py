@@ -1,4 +1,4 @@
-"""A ``CheckpointHook`` whose checkpoints survive a kill and resume exactly.
+"""``AconCheckpointHook``: checkpoints that survive a kill and resume exactly.
 
 mmengine 0.10.7's :class:`mmengine.hooks.CheckpointHook` has three gaps that
 lose work when a run is killed (pre-empted node, OOM killer, Ctrl-C twice):
@@ -13,15 +13,20 @@ lose work when a run is killed (pre-empted node, OOM killer, Ctrl-C twice):
    resume point (dropout, augmentations with ``num_workers=0``) differs from
    the run that was never interrupted.
 
-:class:`CheckpointHook` here (registered under mmengine's own name
-``'CheckpointHook'``, so every config that uses the stock hook gets it, and
-also as ``'AtomicCheckpointHook'``) fixes all three:
+:class:`AconCheckpointHook` here fixes all three. It is registered under its own
+name (mmengine's ``CheckpointHook`` stays what it is for every other config in
+the process); acon-mm's configs select it with
+``default_hooks = dict(checkpoint=dict(type='AconCheckpointHook'))``, and any
+config can do the same:
 
 * order: write the new checkpoint, then point ``last_checkpoint`` at it, then
   delete what ``max_keep_ckpts`` drops;
-* the pointer is written with :func:`acon_mm.utils.atomic_write` (the
-  checkpoint bytes go through mmengine's ``LocalBackend.put``, which
-  ``import acon_mm`` makes atomic the same way);
+* atomic files: on a local file system the checkpoint is written under a
+  temporary name beside its final one (``.acon_tmp.iter_N.pth.<pid>``) and renamed when
+  complete, and the pointer is written with :func:`acon_mm.utils.atomic_write`;
+  a kill leaves the previous checkpoint and pointer intact and at most a
+  temporary file, which :func:`acon_mm.engine.find_latest_checkpoint` (what
+  ``tools/train.py --resume`` resumes from) never picks;
 * ``checkpoint['rng_state']`` holds the Python, NumPy, torch (and CUDA) RNG
   states of every rank at the moment of the save. On ``--resume`` they are
   put back exactly where the interrupted run stood: for an
@@ -37,21 +42,21 @@ also as ``'AtomicCheckpointHook'``) fixes all three:
 All are plain tensors/ints in the checkpoint, so it still loads with
 ``weights_only=True``.
 """
+import os
 import random
 from collections import deque
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, get_rank, get_world_size, \
-    is_main_process
+from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
 from mmengine.hooks import CheckpointHook as _MMCheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
-from ...utils.io import atomic_write
+from ...utils.io import atomic_commit, atomic_tmp_path, atomic_write
 
-__all__ = ['CheckpointHook', 'get_rng_state', 'set_rng_state']
+__all__ = ['AconCheckpointHook', 'get_rng_state', 'set_rng_state']
 
 
 def get_rng_state() -> Dict[str, Any]:
@@ -119,10 +124,12 @@ class _RestoreRngBeforeBatch:
         return getattr(self._inner, name)
 
 
-@HOOKS.register_module(name='AtomicCheckpointHook')
-@HOOKS.register_module(name='CheckpointHook', force=True)
-class CheckpointHook(_MMCheckpointHook):
+@HOOKS.register_module()
+class AconCheckpointHook(_MMCheckpointHook):
     """mmengine's ``CheckpointHook``, kill-safe and with exact resume.
+
+    Select it in a config with
+    ``default_hooks = dict(checkpoint=dict(type='AconCheckpointHook', ...))``.
 
     Takes every argument of :class:`mmengine.hooks.CheckpointHook`, plus:
 
@@ -159,16 +166,23 @@ class CheckpointHook(_MMCheckpointHook):
         previous = getattr(self, 'last_ckpt', None)
         self.last_ckpt = self.file_backend.join_path(self.out_dir,
                                                      ckpt_filename)
+        # local file system: write aside, rename when complete (a kill leaves
+        # the previous checkpoint and a temporary file, never a truncated
+        # file under the final name); other backends write in place
+        local = '://' not in str(self.out_dir)
+        write_name = os.path.basename(atomic_tmp_path(self.last_ckpt)) \
+            if local else ckpt_filename
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
 
         # ``runner.save_checkpoint`` (and so ``before_save_checkpoint``) runs
         # on rank 0 only: gather every rank's RNG states here, on all ranks
         self._gathered_rng = self._gather_rng_states() \
             if self.save_rng_state else None
+        tmp = os.path.join(self.out_dir, write_name)
         try:
-            runner.save_checkpoint(
+            runner.save_checkpoint(  # on the main process only (master_only)
                 self.out_dir,
-                ckpt_filename,
+                write_name,
                 self.file_client_args,
                 save_optimizer=self.save_optimizer,
                 save_param_scheduler=self.save_param_scheduler,
@@ -176,7 +190,11 @@ class CheckpointHook(_MMCheckpointHook):
                 by_epoch=self.by_epoch,
                 backend_args=self.backend_args,
                 **self.args)
+            if local and is_main_process():
+                atomic_commit(tmp, self.last_ckpt)  # removes tmp if it fails
         except OSError as err:
+            if local and os.path.exists(tmp):  # the partial temporary file
+                os.remove(tmp)
             raise OSError(
                 err.errno, f'could not save checkpoint {self.last_ckpt}: '
                 f'{err.strerror or err}. Nothing was overwritten: the previous '

@@ -18,7 +18,7 @@ Usage in a config::
 
     custom_hooks = [dict(type='NonFiniteLossHook', action='stop')]
 
-It wraps the model's ``parse_losses`` (every mmdet/mmseg model and
+It wraps the model's ``parse_losses`` (every mmdet/mmseg/mmpretrain model and
 ``MMDistributedDataParallel`` call it between the forward pass and
 ``optim_wrapper.update_params``) and the optimizer wrapper's
 ``update_params``. In distributed training the decision is all-reduced, so

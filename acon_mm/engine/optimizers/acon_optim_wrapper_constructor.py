@@ -23,8 +23,7 @@ from typing import Dict, List, Optional
 
 import torch.nn as nn
 from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
-from mmengine.registry import (OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS,
-                               OPTIMIZERS)
+from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
 
 __all__ = ['AconOptimWrapperConstructor', 'official_decay']
 

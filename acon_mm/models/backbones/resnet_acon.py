@@ -1,13 +1,13 @@
 r"""ResNet with ACON / meta-ACON activations, as an OpenMMLab backbone.
 
 ``ResNetACON`` is the network of "Activate or Not: Learning Customized
-Activation" (Ma et al., CVPR 2021) in the form mmdet's and mmseg's detectors and
-segmentors expect of a backbone (``out_indices``, ``frozen_stages``, ``norm_eval``,
-``with_cp``, dilation, ...). **Its defaults reproduce the official ImageNet
-network** — stride on the first 1x1 conv of a bottleneck (``style='caffe'``),
-biased convolutions, a biased 7x7 stem and one ACON layer after the 3x3 conv of
-every bottleneck — so checkpoints converted with
-``tools/model_converters/acon_official_to_mm.py`` load with no extra flag.
+Activation" (Ma et al., CVPR 2021) in the form mmdet's detectors, mmseg's
+segmentors and mmpretrain's classifiers expect of a backbone (``out_indices``,
+``frozen_stages``, ``norm_eval``, ``with_cp``, dilation, ...). **Its defaults
+reproduce the official ImageNet network** — stride on the first 1x1 conv of a
+bottleneck (``style='caffe'``), biased convolutions, a biased 7x7 stem and one
+ACON layer after the 3x3 conv of every bottleneck — so checkpoints converted
+with ``tools/model_converters/acon_official_to_mm.py`` load with no extra flag.
 
 Bottleneck (``acon_positions='paper'``)::
 
@@ -45,8 +45,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..layers import build_acon_layer, name_acon_layers
-from .base import (BaseACONBackbone, build_norm, maybe_checkpoint,
-                   with_switch_norm)
+from .base import BaseACONBackbone, build_norm, maybe_checkpoint, with_switch_norm
 
 __all__ = ['ResNetACON', 'BasicBlockACON', 'BottleneckACON']
 

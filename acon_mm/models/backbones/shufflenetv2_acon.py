@@ -35,8 +35,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..layers import build_acon_layer, name_acon_layers
-from .base import (BaseACONBackbone, build_norm, maybe_checkpoint,
-                   with_switch_norm)
+from .base import BaseACONBackbone, build_norm, maybe_checkpoint, with_switch_norm
 
 __all__ = ['ShuffleNetV2ACON', 'ShuffleV2BlockACON', 'meta_acon_reduction']
 

@@ -1,7 +1,16 @@
 """The ACON activation layers, registered in mmengine's ``MODELS``."""
-from .acon import (ACON_TYPES, AconA, AconB, AconC, AconSwitchBN,
-                   AconSwitchSyncBN, BaseAcon, MetaAconC, SwishBeta,
-                   switch_norm_cfg)
+from .acon import (
+    ACON_TYPES,
+    AconA,
+    AconB,
+    AconC,
+    AconSwitchBN,
+    AconSwitchSyncBN,
+    BaseAcon,
+    MetaAconC,
+    SwishBeta,
+    switch_norm_cfg,
+)
 from .builder import build_acon_layer
 from .utils import acon_params, iter_acon_layers, name_acon_layers
 

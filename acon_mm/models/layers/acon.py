@@ -1,8 +1,8 @@
 """The ACON activation family and trainable Swish-beta as OpenMMLab layers.
 
 All layers are registered in mmengine's root ``MODELS`` registry, so mmcv's
-``build_activation_layer`` and the registries of mmdet and mmseg (children of the
-root one) all find them, e.g. ``act_cfg=dict(type='AconC')``.
+``build_activation_layer`` and the registries of mmdet, mmseg and mmpretrain
+(children of the root one) all find them, e.g. ``act_cfg=dict(type='AconC')``.
 
 Every layer takes ``num_channels``. When it is omitted the layer is *lazy*: it
 infers the width from its first input (PyTorch's ``LazyModuleMixin``). Inside
@@ -15,15 +15,12 @@ References:
     Ma et al., "Activate or Not: Learning Customized Activation", CVPR 2021.
     Ramachandran et al., "Searching for Activation Functions", 2017.
 """
-import math
-from typing import Dict, List, Optional, Union
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.registry import MODELS
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 

@@ -1,9 +1,10 @@
 // Constants shared by the kernels, the torch binding and Python.
 //
 // Defined here once.  The binding (csrc/pytorch/acon_cpu.cpp) exports them as
-// attributes of the compiled module (`ext.ABI_VERSION`, `ext.SEG`, ...), which is how
-// Python reads them (acon_mm/ops/cpu_ext.py); the build cache key hashes this file
-// with the other sources, so a changed constant always means a rebuild.
+// attributes of the compiled module (`ext.SEG`, ...), which is how Python reads them
+// (acon_mm/ops/cpu_ext.py); the build cache key hashes this file with the other
+// sources, so a changed constant always means a rebuild (and a module built from other
+// sources is never loaded: no interface version is needed).
 #pragma once
 
 #include <cstdint>
@@ -11,10 +12,6 @@
 namespace acon {
 
 typedef int64_t i64;
-
-// Version of the binding's Python-visible interface (function names and arguments).
-// Bump it when they change; cpu_ext.py refuses a module with another version.
-constexpr int kAbiVersion = 7;
 
 // Longest contiguous run of a (sample, channel) row that one parallel work item
 // handles: longer rows are cut into segments of at most kSeg elements.

@@ -6,7 +6,7 @@
 // backward computes dx = g_out (d g + q) with g = s + beta u s (1 - s) (u = d x,
 // s = sigmoid(beta u)) and, in the same pass, the per-(sample, channel) sums
 // sum g_out x g, sum g_out x and sum g_out u^2 s (1 - s), from which the parameter
-// gradients follow (or, for a beta varying over the pixels, the per-element beta
+// gradients follow (or, for a beta varying over the pixels, the per-pixel beta
 // term).
 //
 // float32 rows are walked row by row (longer rows in segments of kSeg), except rows
@@ -203,9 +203,9 @@ inline void seg_bwd<float>(const float* __restrict go, const float* __restrict x
 // ---------------------------------------------------------------------------
 // Drivers.  x, y, go, dx: (N, C, L) contiguous; d, q: (C,); beta(n, c, l) =
 // beta[n*bsn + c*bsc + l*bsl] with bsl in {0, 1}: bsl == 0 is a beta constant over
-// each row (bsn, bsc in {0, 1 or C}), bsl == 1 a beta varying over the pixels, laid
-// out (Nb, Cb, L) (bsn in {0, Cb * L}, bsc in {0, L}).  Rows are cut into segments
-// of at most `seg` elements, the unit of parallel work.
+// each row (bsn, bsc in {0, 1 or C}), bsl == 1 a beta varying over the pixels and
+// constant over the channels, laid out (Nb, L) (bsn in {0, L}, bsc == 0).  Rows are
+// cut into segments of at most `seg` elements, the unit of parallel work.
 // ---------------------------------------------------------------------------
 static inline bool go_parallel(i64 work_items, i64 numel) {
   return work_items > 1 && numel > kParallelMinNumel;
@@ -520,11 +520,10 @@ static void acon_fwd(const T* x, T* y, const T* d, const T* q, const T* beta, i6
 
 // sums (optional): (N, C, 3) doubles, written: per (n, c) the sums of g x gate,
 // g x and (for a per-row beta) g u^2 s (1 - s).  dbeta_pix (only for bsl == 1):
-// (N, Cb, L) with Cb = C if beta varies over the channels (bsc != 0), else 1, zeroed
-// by the caller: the beta term per (sample, [channel,] pixel), summed over the
-// channels for Cb = 1 (and over the samples by the caller where beta is shared by
-// them); the work is then split over (n, segment) with the channel loop inside, so
-// no two threads write the same element.  dp1, dp2 (C,) and, for a per-row beta,
+// (N, L), zeroed by the caller: the beta term per (sample, pixel), summed over the
+// channels (and over the samples by the caller where beta is shared by them); the
+// work is then split over (n, segment) with the channel loop inside, so no two
+// threads write the same element.  dp1, dp2 (C,) and, for a per-row beta,
 // dbeta (indexed like beta) are optional outputs: the parameter gradients reduced
 // over the samples (in a fixed order: deterministic).
 template <typename T>
@@ -576,17 +575,16 @@ static void acon_bwd(const T* go, const T* x, T* dx, const T* d, const T* q, con
                            beta[n * bsn + c * bsc], nullptr, nullptr,
                            part + 3 * (row * nseg + k));
               });
-  } else {
-    const i64 Cb = bsc ? C : 1;  // channels of beta (and of dbeta_pix)
+  } else {  // beta per pixel (bsc == 0): the beta term summed over the channels
     for_items(N, 1, nseg, nthreads, go_parallel(N * nseg, N * C * L),
               [&](i64 n, i64, i64, i64 k) {
                 const i64 l0 = k * seg, len = std::max<i64>(0, std::min(seg, L - l0));
+                const T* bp = beta + n * bsn + l0;
+                T* db = dbeta_pix + n * L + l0;
                 for (i64 c = 0; c < C; ++c) {
                   const i64 row = n * C + c;
                   const i64 off = row * L + l0;
-                  T* db = dbeta_pix + (n * Cb + (bsc ? c : 0)) * L + l0;
-                  seg_bwd<T>(go + off, x + off, dx + off, len, d[c], q[c], T(0),
-                             beta + n * bsn + c * bsc + l0, db,
+                  seg_bwd<T>(go + off, x + off, dx + off, len, d[c], q[c], T(0), bp, db,
                              part + 3 * (row * nseg + k));
                 }
               });

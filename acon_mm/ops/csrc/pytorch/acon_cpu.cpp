@@ -5,14 +5,15 @@
 // arithmetic on a ResNet-50 stage-4 activation).
 //
 //   acon_fused(x, p1, p2, beta)   ACON  f(x) = (p1 - p2) x sigmoid(beta (p1 - p2) x) + p2 x
-//                                 with per-channel (or shared, or absent) p1, p2 and any
-//                                 beta broadcastable to x; undefined (None in Python)
-//                                 where the arguments need the general path.
+//                                 with per-channel (or shared, or absent) p1, p2 and a
+//                                 beta constant over the pixels or over the channels;
+//                                 undefined (None in Python) where the arguments need
+//                                 the general path (e.g. a beta of x's full shape).
 //   meta_channel(...)             meta-ACON-C with the channel switch (pooling, switch
 //                                 network with its norms, ACON), see acon_meta_kernel.h.
 //
 // The constants of csrc/common/acon_constants.h are exported as module attributes
-// (ABI_VERSION, SEG, ...): Python reads them there rather than repeating them.
+// (SEG, ...): Python reads them there rather than repeating them.
 // Double backward is refused with an error (as once_differentiable does).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
@@ -150,9 +151,8 @@ struct AconFn : public torch::autograd::Function<AconFn> {
     const i64 nb = bsl ? 0 : bc.numel();
     Tensor dx = at::empty_like(xc);
     Tensor out = at::empty({2 * C + nb}, xc.options());
-    // a beta varying over the pixels: its term per (sample, [channel,] pixel)
-    const i64 Cb = bsc ? C : 1;
-    Tensor dbp = bsl ? at::zeros({N, Cb, L}, xc.options()) : Tensor();
+    // a beta varying over the pixels: its term per (sample, pixel)
+    Tensor dbp = bsl ? at::zeros({N, L}, xc.options()) : Tensor();
     const int nt = at::get_num_threads();
     AT_DISPATCH_FLOATING_TYPES(ct, "acon_bwd", [&] {
       scalar_t* o = out.data_ptr<scalar_t>();
@@ -167,8 +167,8 @@ struct AconFn : public torch::autograd::Function<AconFn> {
     if (present(p1)) dp1 = as_param_grad(out, 0, C, p1);
     if (present(p2)) dp2 = as_param_grad(out, C, C, p2);
     if (bsl) {
-      // (N, Cb, *spatial) -> beta's shape: summed over the dimensions beta broadcasts
-      std::vector<i64> full{N, Cb};
+      // (N, 1, *spatial) -> beta's shape: summed over the dimensions beta broadcasts
+      std::vector<i64> full{N, 1};
       for (i64 i = 2; i < x.dim(); ++i) full.push_back(x.size(i));
       std::vector<i64> padded(x.dim() - beta.dim(), 1);
       for (i64 s : beta.sizes()) padded.push_back(s);
@@ -183,7 +183,9 @@ struct AconFn : public torch::autograd::Function<AconFn> {
 };
 
 // beta's layout for input x, or an undefined bc if beta does not broadcast to x as
-// (Nb, Cb, *spatial) with Nb in {1, N}, Cb in {1, C}.
+// (Nb, Cb, 1, ...) or (Nb, 1, *spatial) with Nb in {1, N}, Cb in {1, C}: a beta varying
+// over both the channels and the pixels (none of the layers makes one; e.g. x's full
+// shape) takes the general path.
 BetaLayout beta_layout(const Tensor& beta, const Tensor& x, at::ScalarType ct) {
   BetaLayout lay;
   const i64 ndim = x.dim(), N = x.size(0), C = x.size(1);
@@ -197,6 +199,7 @@ BetaLayout beta_layout(const Tensor& beta, const Tensor& x, at::ScalarType ct) {
     if (bs[i] != 1 && bs[i] != x.size(i)) return lay;
     spatial = spatial || bs[i] != 1;
   }
+  if (spatial && Cb != 1) return lay;
   Tensor b = beta.detach();
   if (!spatial) {  // per row: (Nb * Cb,)
     lay.bc = b.reshape({Nb * Cb}).to(ct).contiguous();
@@ -204,19 +207,19 @@ BetaLayout beta_layout(const Tensor& beta, const Tensor& x, at::ScalarType ct) {
     lay.bsc = Cb > 1 ? 1 : 0;
     return lay;
   }
-  // per pixel: (Nb, Cb, L), expanded over the spatial dimensions beta broadcasts
-  std::vector<i64> full{Nb, Cb};
+  // per pixel: (Nb, 1, L), expanded over the spatial dimensions beta broadcasts
+  std::vector<i64> full{Nb, 1};
   for (i64 i = 2; i < ndim; ++i) full.push_back(x.size(i));
   const i64 L = x.numel() / (N * C);
-  lay.bc = b.reshape(bs).expand(full).to(ct).contiguous().view({Nb * Cb * L});
-  lay.bsn = Nb > 1 ? Cb * L : 0;
-  lay.bsc = Cb > 1 ? L : 0;
+  lay.bc = b.reshape(bs).expand(full).to(ct).contiguous().view({Nb * L});
+  lay.bsn = Nb > 1 ? L : 0;
+  lay.bsc = 0;
   lay.bsl = 1;
   return lay;
 }
 
-// ACON with per-channel (or shared) p1, p2 (either may be absent) and any beta
-// broadcastable to x; undefined if the arguments need the general path.
+// ACON with per-channel (or shared) p1, p2 (either may be absent) and a beta of
+// beta_layout's shapes; undefined if the arguments need the general path.
 Tensor acon_fused(Tensor x, c10::optional<Tensor> p1o, c10::optional<Tensor> p2o,
                   Tensor beta) {
   const auto st = x.scalar_type();
@@ -419,7 +422,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("x"), py::arg("p1"), py::arg("p2"), py::arg("beta"));
   m.def("meta_channel", &meta_channel, "fused meta-ACON-C with the channel switch (CPU)");
   // acon_constants.h, for Python
-  m.attr("ABI_VERSION") = acon::kAbiVersion;
   m.attr("SEG") = acon::kSeg;
   m.attr("CHANNEL_MAJOR_MAX_ROW") = acon::kChannelMajorMaxRow;
   m.attr("FLAT_MAX_ROW") = acon::kFlatMaxRow;

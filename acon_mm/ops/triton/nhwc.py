@@ -3,10 +3,9 @@
 A channels_last ``x`` of shape ``(N, C, H, W)`` is viewed, without a copy, as
 ``(P, C)`` rows with ``P = N L``, ``L = H W`` and the channel fastest: element
 ``(n, c, l)`` at ``(n L + l) C + c``. The per-channel ``d = p1 - p2`` and ``q = p2``
-vary along a row; beta is per ``(n, c)`` (``beta[n bsn + c bsc]``), per pixel
-(``beta[n bsn + l]``) or full (channels_last, ``x``'s offsets); see
-:mod:`acon_mm.ops.layout`. With ``u = d x``, ``s = sigmoid(beta u)`` and
-``g = s + beta u s (1 - s)``:
+vary along a row; beta is per ``(n, c)`` (``beta[n bsn + c bsc]``) or per pixel
+(``beta[n bsn + l]``); see :mod:`acon_mm.ops.layout`. With ``u = d x``,
+``s = sigmoid(beta u)`` and ``g = s + beta u s (1 - s)``:
 
 * forward, ``ROWS x BLOCK_C`` tiles of (pixels x channels): ``y = u s + q x``, written
   channels_last;
@@ -16,29 +15,28 @@ vary along a row; beta is per ``(n, c)`` (``beta[n bsn + c bsc]``), per pixel
   ``Db = sum gout u^2 s (1 - s)`` in registers; each program stores them once to a
   small ``(N, n_chunks, 3, C)`` float32 buffer that torch sums over the chunks (no
   atomics, deterministic). A per-pixel beta's gradient is summed over the tile's
-  channels in registers into an ``(n_cblocks, N, L)`` buffer; a full beta's gradient
-  is written element-wise (it is full-size by nature).
+  channels in registers into an ``(n_cblocks, N, L)`` buffer.
 
-So the only full-size tensors written are ``y`` (forward) and ``dx`` (backward),
-plus ``dbeta`` for a full beta. ``C`` is the only specialised size (a row start
-``p C`` is 16-aligned when ``C`` is); ``N, L, P``, the chunk sizes and beta's strides
-are ``do_not_specialize``, and ``BLOCK_C`` comes from {16, 32, 64, 128}
+So the only full-size tensors written are ``y`` (forward) and ``dx`` (backward).
+``C`` is the only specialised size (a row start ``p C`` is 16-aligned when ``C`` is);
+``N, L, P``, the chunk sizes and beta's strides are ``do_not_specialize``, and
+``BLOCK_C`` comes from {16, 32, 64, 128}
 (``ROWS = 2048 / BLOCK_C``), so the image size never causes a recompilation.
 """
 import torch
 from torch import Tensor
 
-from . import triton_utils as _tu  # launch / device_guard / sm_count via the module
-from .layout import BETA_PIX, BETA_ROW, KernelLayout
-from .triton_utils import _HAS_TRITON, tl, triton
+from ..layout import BETA_ROW, KernelLayout
+from . import utils as _tu  # launch / device_guard / sm_count via the module
+from .utils import HAS_TRITON, tl, triton
 
 __all__ = ['acon_fwd_nhwc', 'acon_bwd_nhwc', 'BLOCK_C_BUCKETS']
 
 #: The BLOCK_C tile widths of the NHWC kernels (ROWS = 2048 // BLOCK_C pixels).
 BLOCK_C_BUCKETS = (16, 32, 64, 128)
 
-if _HAS_TRITON:
-    from .triton_utils import acon_bwd_elem
+if HAS_TRITON:
+    from .utils import acon_bwd_elem
 
     @triton.jit(do_not_specialize=['P', 'L', 'bsn', 'bsc'])
     def _acon_fwd_nhwc_kernel(x_ptr, y_ptr, d_ptr, q_ptr, b_ptr, P, C, L, bsn, bsc,
@@ -59,10 +57,8 @@ if _HAS_TRITON:
         if BETA == 0:
             b = tl.load(b_ptr + (n * bsn)[:, None] + (c64 * bsc)[None, :], mask=mask,
                         other=0.0)
-        elif BETA == 1:
-            b = tl.load(b_ptr + n * bsn + p64 % L, mask=rmask, other=0.0)[:, None]
         else:
-            b = tl.load(b_ptr + offs, mask=mask, other=0.0)
+            b = tl.load(b_ptr + n * bsn + p64 % L, mask=rmask, other=0.0)[:, None]
         u = d * x
         y = u * tl.sigmoid(b * u) + q * x
         tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -96,10 +92,8 @@ if _HAS_TRITON:
             go = tl.load(go_ptr + offs, mask=mask, other=0.0).to(tl.float32)
             if BETA == 0:
                 b = b_row
-            elif BETA == 1:
-                b = tl.load(b_ptr + n * bsn + ls64, mask=lmask, other=0.0)[:, None]
             else:
-                b = tl.load(b_ptr + offs, mask=mask, other=0.0)
+                b = tl.load(b_ptr + n * bsn + ls64, mask=lmask, other=0.0)[:, None]
             dx, g, dbt = acon_bwd_elem(x, go, d, q, b)
             tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
             gx = go * x
@@ -107,11 +101,9 @@ if _HAS_TRITON:
             acc_b += tl.sum(gx, axis=0)
             if BETA == 0:
                 acc_d += tl.sum(dbt, axis=0)
-            elif BETA == 1:
+            else:
                 tl.store(db_ptr + (pid_c * N + n) * L + ls64, tl.sum(dbt, axis=1),
                          mask=lmask)
-            else:
-                tl.store(db_ptr + offs, dbt, mask=mask)
         pbase = (n * NCH + chunk) * 3 * C
         tl.store(part_ptr + pbase + c64, acc_a, mask=cmask)
         tl.store(part_ptr + pbase + C + c64, acc_b, mask=cmask)
@@ -149,8 +141,8 @@ def _chunks(N: int, L: int, ncb: int, rows: int, sms: int):
 
 def acon_bwd_nhwc(go: Tensor, x: Tensor, lay: KernelLayout):
     """Backward of a channels_last ``x`` (``go`` channels_last, ``x``'s dtype):
-    ``(dx, A, B, Db)`` as :func:`acon_mm.ops.triton_kernel.acon_bwd_triton`, ``dx``
-    (and a full ``Db``) channels_last."""
+    ``(dx, A, B, Db)`` as :func:`acon_mm.ops.triton.acon_bwd_triton`, ``dx``
+    channels_last."""
     N, C, L = lay.N, lay.C, lay.L
     dx = torch.empty_like(x, memory_format=torch.channels_last)
     rows, block_c = _tiles(C)
@@ -158,11 +150,9 @@ def acon_bwd_nhwc(go: Tensor, x: Tensor, lay: KernelLayout):
     lpc, nch = _chunks(N, max(L, 1), ncb, rows, _tu.sm_count(x))
     part = torch.zeros(N, nch, 3, C, dtype=torch.float32, device=x.device)
     if lay.bmode == BETA_ROW:
-        db = part
-    elif lay.bmode == BETA_PIX:
-        db = torch.zeros(ncb, N, L, dtype=torch.float32, device=x.device)
+        db = part  # not written (the beta sums go to part)
     else:
-        db = torch.empty_like(x, dtype=torch.float32, memory_format=torch.channels_last)
+        db = torch.zeros(ncb, N, L, dtype=torch.float32, device=x.device)
     if x.numel():
         with _tu.device_guard(x):
             _tu.launch(_acon_bwd_nhwc_kernel, (N, nch, ncb),
@@ -170,8 +160,5 @@ def acon_bwd_nhwc(go: Tensor, x: Tensor, lay: KernelLayout):
                     lay.bsc),
                    dict(BETA=lay.bmode, ROWS=rows, BLOCK_C=block_c, num_warps=8))
     sums = part.sum(1)
-    if lay.bmode == BETA_ROW:
-        db = sums[:, 2]
-    elif lay.bmode == BETA_PIX:
-        db = db.sum(0)
+    db = sums[:, 2] if lay.bmode == BETA_ROW else db.sum(0)
     return dx, sums[:, 0], sums[:, 1], db

@@ -1,7 +1,8 @@
-"""What the Triton kernels share (:mod:`.triton_kernel` for NCHW inputs,
-:mod:`.triton_nhwc` for channels_last): the optional Triton import, the
-launch helpers (every launch goes through :func:`launch`, on the tensor's own
-device: :func:`device_guard`) and the element-wise backward of ACON."""
+"""What the Triton kernels share (:mod:`.nchw` for contiguous inputs, :mod:`.nhwc` for
+channels_last): the optional Triton import (:data:`HAS_TRITON`,
+:func:`triton_available`), the launch helpers (every launch goes through
+:func:`launch`, on the tensor's own device: :func:`device_guard`) and the element-wise
+backward of ACON (:func:`acon_bwd_elem`)."""
 import contextlib
 
 import torch
@@ -10,13 +11,22 @@ from torch import Tensor
 try:  # Triton is optional: only CUDA builds of torch ship it
     import triton
     import triton.language as tl
-    _HAS_TRITON = True
+    HAS_TRITON = True
 except ImportError:  # pragma: no cover - depends on the installation
     triton = None
     tl = None
-    _HAS_TRITON = False
+    HAS_TRITON = False
 
-__all__ = ['device_guard', 'launch', 'sm_count']
+__all__ = ['HAS_TRITON', 'triton_available', 'device_guard', 'launch', 'sm_count']
+
+
+def triton_available() -> bool:
+    """Triton importable (:data:`HAS_TRITON`) and a CUDA device present.
+
+    The kernels are used only where :func:`acon_mm.ops.acon_backend` says
+    ``'triton'`` (this, the ``'auto'`` setting and the first-use probe).
+    """
+    return HAS_TRITON and torch.cuda.is_available()
 
 
 def device_guard(t: Tensor):
@@ -40,7 +50,7 @@ def sm_count(t: Tensor) -> int:
     return torch.cuda.get_device_properties(t.device).multi_processor_count
 
 
-if _HAS_TRITON:
+if HAS_TRITON:
 
     @triton.jit
     def acon_bwd_elem(x, go, d, q, b):
