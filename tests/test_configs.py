@@ -292,6 +292,7 @@ def test_no_cuda_stops_unless_cpu_is_asked_for(monkeypatch):
     assert adapt_cfg_to_device(cfg, launcher='none')[0].startswith('no CUDA')
 
 
+@pytest.mark.slow
 def test_train_tool_refuses_cpu_without_flag(run_tool, demo_coco,
                                               det_demo_config):
     proc = run_tool('tools/train.py', det_demo_config, '--data-root',

@@ -240,6 +240,7 @@ def fake_tools(tmp_path):
     return str(tools)
 
 
+@pytest.mark.slow
 def test_jobs_run_side_by_side(tmp_path, fake_tools, monkeypatch):
     wd = str(tmp_path / 'study')
     monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
@@ -301,6 +302,7 @@ def _scalars(run_dir):
     return [json.loads(line) for line in open(path)]
 
 
+@pytest.mark.slow
 def test_demo_study_report(demo_study):
     wd, _, proc = demo_study
     for name in ('study.md', 'study.csv', 'study.json', 'study_curves.png',
@@ -360,6 +362,7 @@ def test_demo_study_report(demo_study):
     assert 'not logged: no CUDA' in md
 
 
+@pytest.mark.slow
 def test_demo_study_resume_runs_nothing(demo_study):
     wd, argv, _ = demo_study
     args = _tool().parse_args(argv + ['--resume', '--no-flops'])

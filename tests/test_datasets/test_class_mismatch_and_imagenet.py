@@ -52,6 +52,7 @@ def test_coco_all_images_filtered_is_named(demo_coco, tmp_path):
             filter_cfg=dict(filter_empty_gt=True), pipeline=[])
 
 
+@pytest.mark.slow
 def test_train_tool_names_the_class_mismatch(run_tool, demo_coco, tmp_path):
     proc = run_tool('tools/train.py', RELU, '--data-root',
                     demo_coco['data_root'], '--work-dir', str(tmp_path / 'w'),

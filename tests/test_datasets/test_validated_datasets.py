@@ -269,6 +269,7 @@ def test_no_images_named(cityscapes, tmp_path):
         _seg_dataset(cfg_root)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['det', 'seg'])
 def test_validated_datasets_train_and_evaluate_through_train_py(
         task, tmp_path, det_demo_config, seg_demo_config, demo_coco,

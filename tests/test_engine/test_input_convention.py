@@ -217,6 +217,7 @@ def test_runner_checkpoint_convention_comes_from_its_saved_cfg(tmp_path):
     assert check_input_convention(cfg, logger=None) == []
 
 
+@pytest.mark.slow
 def test_train_tool_stops_before_training(run_tool, converted, tmp_path):
     path, _ = converted['resnet50_acon']
     work = tmp_path / 'work'

@@ -207,6 +207,7 @@ def test_payload_checkpoint_refused(tmp_path):
     assert not (tmp_path / 'x.pth').exists()
 
 
+@pytest.mark.slow
 def test_command_line_script(tmp_path):
     src, _ = _official_file(tmp_path, 'shufflenetv2_0.5x_metaacon')
     dst = tmp_path / 'cli.pth'

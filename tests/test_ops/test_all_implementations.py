@@ -249,6 +249,7 @@ print('DONE', len(results))
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_TRITON, reason='triton is not installed (CPU-only torch)')
 def test_triton_kernels_in_interpreter(tmp_path):
     cases = _cases()

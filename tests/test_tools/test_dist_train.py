@@ -16,6 +16,8 @@ import sys
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # two-rank gloo training
+
 HOOK = '''
 import json
 import os

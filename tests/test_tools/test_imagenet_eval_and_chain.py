@@ -39,6 +39,7 @@ def _metrics(text):
     return json.loads(m[-1])
 
 
+@pytest.mark.slow
 def test_keep_head_checkpoint_evaluates_like_the_official_network(
         run_tool, tmp_path):
     from acon_mm.testing import make_imagenet_demo

@@ -26,6 +26,8 @@ from acon_mm.utils import safe_torch_load
 
 from conftest import REPO_ROOT, _tool_env, demo_cfg_options
 
+pytestmark = pytest.mark.slow  # real training runs killed and resumed
+
 ITERS = 6
 
 

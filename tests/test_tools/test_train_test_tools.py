@@ -14,6 +14,8 @@ import pytest
 
 from conftest import read_val_metrics
 
+pytestmark = pytest.mark.slow  # tools/train.py and test.py in subprocesses
+
 DET_KEYS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/bbox_mAP_75')
 SEG_KEYS = ('aAcc', 'mIoU', 'mAcc')
 

@@ -292,6 +292,7 @@ def test_nchw_and_nhwc_kernels_in_interpreter(tmp_path):
     assert 'OK' in proc.stdout
 
 
+@pytest.mark.slow
 @needs_triton
 def test_probe_passes_in_interpreter():
     code = ('import torch; from acon_mm.ops import triton; '
