@@ -20,7 +20,7 @@ from ...ops import acon_impl
 __all__ = [
     'BenchmarkOptions', 'saved_bytes', 'make_step', 'interleaved_times',
     'machine_name', 'build_retinanet', 'make_det_batch', 'finish_report',
-    'STAGES', 'LAYERS', 'DTYPES', 'DEFAULT_BATCH', 'FUSED_IMPL'
+    'STAGES', 'LAYERS', 'SEARCHED', 'DTYPES', 'DEFAULT_BATCH', 'FUSED_IMPL'
 ]
 
 #: (channels, height = width) of the activations of ResNet-50's four stages
@@ -33,6 +33,8 @@ LAYERS: Dict[str, Callable[[int], nn.Module]] = {
     'MetaAconC': lambda c: MetaAconC(c),
     'SwishBeta': lambda c: SwishBeta(),
 }
+#: searched activations (unfused: their torch ops as the expression compiles) -> expression
+SEARCHED = {'max(x,σ(x))': 'max(x, sigmoid(x))', 'xσ(βx)': 'x*sigmoid(beta*x)'}
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 #: batch size of the activations by device
 DEFAULT_BATCH = {'cpu': 8, 'cuda': 64}

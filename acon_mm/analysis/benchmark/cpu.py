@@ -7,6 +7,7 @@ import os.path as osp
 import torch
 import torch.nn as nn
 
+from ...models.layers import SearchedActivation
 from ...ops import acon_backend, acon_impl, cpu_ext_error, load_cpu_ext
 from . import common
 from .common import (
@@ -58,6 +59,8 @@ def bench_activations(opts: BenchmarkOptions) -> dict:
         steps, modules = {}, {}
         for name, m in (('nn.ReLU', nn.ReLU()), ('nn.SiLU', nn.SiLU())):
             modules[(name, '-')] = m
+        for name, expr in common.SEARCHED.items():
+            modules[(name, '-')] = SearchedActivation(expr, num_channels=C)
         for name, ctor in LAYERS.items():
             m = ctor(C)
             with torch.no_grad():  # a realistic operating point, not the init
@@ -106,7 +109,7 @@ def report_activations(results: dict, opts: BenchmarkOptions) -> tuple:
     shapes = ' '.join(f'{C}x{S}x{S}' for C, S in common.STAGES)
     print(f'\nActivations, batch {opts.batch}, shapes {shapes}; time = sum over the '
           f'shapes of the {opts.stat} forward+backward time')
-    hdr = (f'{"layer":<10} {"impl":<6} {"time ms":>8} {"/SiLU":>6} {"/naive":>7} '
+    hdr = (f'{"layer":<12} {"impl":<6} {"time ms":>8} {"/SiLU":>6} {"/naive":>7} '
            f'{"per-shape /SiLU":>24} {"saved/in":>9}  target')
     print(hdr)
     print('-' * len(hdr) + '-' * 24)
@@ -128,7 +131,7 @@ def report_activations(results: dict, opts: BenchmarkOptions) -> tuple:
                              f'{saved:.2f}x input (<= {ts})', ok))
             target = f'<= {tt}x, <= {ts}x  {"PASS" if ok else "FAIL"}'
         r_naive_s = f'{r_naive:.2f}' if naive else '-'
-        print(f'{name:<10} {impl:<6} {total * 1e3:8.2f} {r_silu:6.2f} {r_naive_s:>7} '
+        print(f'{name:<12} {impl:<6} {total * 1e3:8.2f} {r_silu:6.2f} {r_naive_s:>7} '
               f'{per_shape:>24} {saved:9.2f}  {target}')
         table.append(dict(layer=name, impl=impl, time_ms=total * 1e3, ratio_silu=r_silu,
                           ratio_naive=r_naive if naive else None,

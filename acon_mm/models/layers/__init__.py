@@ -7,16 +7,18 @@ from .acon import (
     AconSwitchBN,
     AconSwitchSyncBN,
     BaseAcon,
+    ChannelActivation,
     MetaAconC,
     SwishBeta,
     switch_norm_cfg,
 )
 from .builder import build_acon_layer
+from .searched import SearchedActivation
 from .utils import acon_params, iter_acon_layers, name_acon_layers
 
 __all__ = [
     'ACON_TYPES', 'AconA', 'AconB', 'AconC', 'AconSwitchBN',
-    'AconSwitchSyncBN', 'switch_norm_cfg', 'BaseAcon',
+    'AconSwitchSyncBN', 'switch_norm_cfg', 'BaseAcon', 'ChannelActivation', 'SearchedActivation',
     'MetaAconC', 'SwishBeta', 'build_acon_layer', 'acon_params',
     'iter_acon_layers', 'name_acon_layers'
 ]

@@ -30,7 +30,7 @@ from .switch_norm import AconSwitchBN, AconSwitchSyncBN, switch_norm_cfg
 
 __all__ = [
     'AconA', 'AconB', 'AconC', 'MetaAconC', 'SwishBeta', 'AconSwitchBN',
-    'AconSwitchSyncBN', 'ACON_TYPES', 'BaseAcon', 'switch_norm_cfg'
+    'AconSwitchSyncBN', 'ACON_TYPES', 'BaseAcon', 'ChannelActivation', 'switch_norm_cfg'
 ]
 
 #: The activation types acon-mm registers (used in error messages).
@@ -41,8 +41,13 @@ def _channel_shape(num_channels: int) -> tuple:
     return (1, num_channels, 1, 1)
 
 
-class BaseAcon(LazyModuleMixin, nn.Module):
+class ChannelActivation(LazyModuleMixin, nn.Module):
     """Common machinery: per-channel parameters, lazy width, width checks.
+
+    The base of the ACON family (:class:`BaseAcon`) and of
+    :class:`~acon_mm.models.layers.SearchedActivation`:
+    :func:`~acon_mm.models.layers.build_acon_layer` gives every subclass its
+    ``num_channels``.
 
     Subclasses list their per-channel parameters in :meth:`_param_inits`
     (name -> initialiser of a ``(1, C, 1, 1)`` tensor) and may build extra
@@ -139,6 +144,12 @@ class BaseAcon(LazyModuleMixin, nn.Module):
 
     def extra_repr(self) -> str:
         return f'num_channels={self.num_channels}'
+
+
+class BaseAcon(ChannelActivation):
+    """The ACON family: :math:`(p_1 - p_2) x \\sigma(\\beta (p_1 - p_2) x) + p_2 x`
+    with its implicit and learned parameters (:func:`~acon_mm.models.layers.acon_params`);
+    what :func:`~acon_mm.models.layers.iter_acon_layers` and the analysis tools see."""
 
 
 def _randn(shape):

@@ -6,7 +6,7 @@ from typing import Optional
 import torch.nn as nn
 from mmengine.registry import MODELS
 
-from .acon import ACON_TYPES, BaseAcon
+from .acon import ACON_TYPES, ChannelActivation
 
 
 def build_acon_layer(cfg: Optional[dict], num_channels: int,
@@ -37,9 +37,10 @@ def build_acon_layer(cfg: Optional[dict], num_channels: int,
         raise KeyError(
             f'unknown activation type {act_type!r}'
             f'{" for " + where if where else ""}; the ACON types are '
-            f'{list(ACON_TYPES)} (or any activation in the registry, e.g. '
-            f"'ReLU', 'SiLU', 'GELU')")
-    if inspect.isclass(cls) and issubclass(cls, BaseAcon):
+            f'{list(ACON_TYPES)}, an expression is '
+            f"dict(type='SearchedActivation', expr='max(x, sigmoid(x))'), or any "
+            f"activation in the registry, e.g. 'ReLU', 'SiLU', 'GELU'")
+    if inspect.isclass(cls) and issubclass(cls, ChannelActivation):
         if cls.__name__ == 'SwishBeta' and not cfg.get('per_channel', False):
             cfg.setdefault('num_channels', num_channels)
         else:
@@ -50,6 +51,6 @@ def build_acon_layer(cfg: Optional[dict], num_channels: int,
                     f'{given} in the config but the layer has {num_channels}')
             cfg['num_channels'] = num_channels
     layer = MODELS.build(cfg)
-    if isinstance(layer, BaseAcon) and where:
+    if isinstance(layer, ChannelActivation) and where:
         layer.layer_name = where
     return layer

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .acon import BaseAcon
+from .acon import BaseAcon, ChannelActivation
 
 
 def iter_acon_layers(model: nn.Module) -> Iterator[Tuple[str, BaseAcon]]:
@@ -16,8 +16,11 @@ def iter_acon_layers(model: nn.Module) -> Iterator[Tuple[str, BaseAcon]]:
 
 
 def name_acon_layers(model: nn.Module, prefix: str = '') -> None:
-    """Record each ACON layer's module path (used in its error messages)."""
-    for name, module in iter_acon_layers(model):
+    """Record the module path of each ACON layer (and searched activation): its
+    error messages name it."""
+    for name, module in model.named_modules():
+        if not isinstance(module, ChannelActivation):
+            continue
         module.layer_name = f'{prefix}.{name}' if prefix and name else (name or prefix)
 
 
