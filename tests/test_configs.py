@@ -103,7 +103,7 @@ def test_config_builds(rel):
     assert n_params > 1e5, rel
     # the activation the file name announces
     name = osp.basename(rel)
-    act = next(a for a in ACT_OF if f'-{a}_' in name)
+    act = next(a for a in ACT_OF if re.search(f'-{a}[-_]', name))
     assert bb.acon_cfg.type == ACT_OF[act], rel
     assert any(type(m).__name__ == ACT_OF[act] for m in model.backbone.modules())
     if rel.startswith('configs/demo/'):
@@ -116,7 +116,8 @@ def test_config_builds(rel):
     m = re.search(r'_r(\d+)|^resnet(\d+)', name)
     if m:
         assert bb.depth == int(m.group(1) or m.group(2)), rel
-    if scope != 'mmpretrain':  # every model sees raw BGR 0-255
+    tv = '-torchvision_' in name  # the ReLU baseline on torchvision's weights
+    if scope != 'mmpretrain' and not tv:  # every other model sees raw BGR 0-255
         dp = cfg.model.data_preprocessor
         assert dp.mean == RAW_BGR['mean'] and dp.std == RAW_BGR['std'], rel
         assert dp.bgr_to_rgb is False, rel
@@ -125,7 +126,10 @@ def test_config_builds(rel):
         _check_imagenet_recipe(cfg, name)
         return
     assert bb.init_cfg.type == 'Pretrained'
-    if act in ('relu', 'swish'):  # weights of the ImageNet configs
+    if tv:  # torchvision's layout, weights (test_torchvision_baseline.py)
+        assert (bb.conv_bias, bb.style) == (False, 'pytorch'), rel
+        assert bb.init_cfg.checkpoint == 'torchvision://resnet50', rel
+    elif act in ('relu', 'swish'):  # weights of the ImageNet configs
         imagenet = f'resnet{bb.depth}-{act}_8xb32_in1k'
         assert bb.init_cfg.checkpoint == \
             f'work_dirs/{imagenet}/iter_600000.pth', rel

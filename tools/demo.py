@@ -58,9 +58,12 @@ SEG_ITER_COST = 1.1
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'))
-    p.add_argument('--data-dir', default=osp.join(ROOT, 'data', 'demo'))
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--work-dir', default=osp.join(ROOT, 'work_dirs', 'demo'),
+                   help='checkpoints, logs and the result JSON go here (default: %(default)s)')
+    p.add_argument('--data-dir', default=osp.join(ROOT, 'data', 'demo'),
+                   help='the generated data set (written there if absent; default: %(default)s)')
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the data generation and of training (default: %(default)s)')
     p.add_argument('--det-iters', type=int, default=None,
                    help="detector iterations (default: the config's)")
     p.add_argument('--seg-iters', type=int, default=None,

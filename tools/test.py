@@ -2,7 +2,7 @@
 """Evaluate a checkpoint of an acon-mm detection, segmentation or ImageNet
 classification (mmpretrain) config.
 
-    python tools/test.py CONFIG CHECKPOINT [--out results.pkl] [--show-dir DIR]
+    python tools/test.py CONFIG CHECKPOINT|WORK_DIR [--out results.pkl] [--show-dir DIR]
                          [--data-root DIR] [--cfg-options KEY=VALUE ...]
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS [...]
 
@@ -30,7 +30,11 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from mmengine.config import DictAction  # noqa: E402
 
 from acon_mm.engine.run_config import build_test_cfg  # noqa: E402
-from acon_mm.engine.runner_utils import exit_on_setup_error, run_test  # noqa: E402
+from acon_mm.engine.runner_utils import (  # noqa: E402
+    exit_on_setup_error,
+    resolve_checkpoint,
+    run_test,
+)
 
 
 def parse_args(argv=None):
@@ -38,7 +42,8 @@ def parse_args(argv=None):
         description='Test (and evaluate) a detector, segmentor or classifier '
         '(acon-mm)')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth), or the work dir of '
+                        'a training run: its latest complete checkpoint is used')
     parser.add_argument('--work-dir', help='the directory to save the file '
                         'containing evaluation metrics')
     parser.add_argument('--out', help='dump the raw predictions to this '
@@ -61,7 +66,8 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
                                                'mpi'], default='none',
                         help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help='set by torch.distributed.launch (dist_test.sh); not to give by hand')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -72,6 +78,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    with exit_on_setup_error():
+        args.checkpoint = resolve_checkpoint(args.checkpoint)
     cfg, task, drawn = build_test_cfg(
         args.config, args.checkpoint, cfg_options=args.cfg_options,
         launcher=args.launcher, data_root=args.data_root,

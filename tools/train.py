@@ -56,10 +56,16 @@ def parse_args(argv=None):
         '--cpu', action='store_true',
         help='run on the CPU when CUDA is absent (otherwise such a run stops; '
         'the environment variable ACON_MM_ALLOW_CPU=1 does the same)')
+    parser.add_argument(
+        '--allow-download', action='store_true',
+        help='let the model download initial weights it names by URL '
+        '(open-mmlab://, torchvision://, http(s)://) that are not in the local '
+        'cache; without it such a run stops before it starts')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm',
                                                'mpi'], default='none',
                         help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help='set by torch.distributed.launch (dist_train.sh); not to give by hand')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -74,7 +80,7 @@ def main(argv=None):
         auto_scale_lr=args.auto_scale_lr, resume=args.resume)
     with exit_on_setup_error():
         run_train(cfg, config=args.config, launcher=args.launcher,
-                  allow_cpu=args.cpu)
+                  allow_cpu=args.cpu, allow_download=args.allow_download)
 
 
 if __name__ == '__main__':

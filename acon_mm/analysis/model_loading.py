@@ -3,7 +3,6 @@ through the config's own test pipeline (for the analysis tools)."""
 import copy
 import os
 import os.path as osp
-import warnings
 from typing import Iterable, Optional, Tuple
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..engine.runner_utils import config_task, register_task_modules
-from ..models.layers import iter_acon_layers
+from ..models.utils import check_checkpoint_fits
 from ..utils.io import safe_torch_load, strip_module_prefix
 
 __all__ = [
@@ -41,8 +40,10 @@ def load_model(config, checkpoint: Optional[str] = None,
 
     Raises:
         FileNotFoundError: the config or checkpoint does not exist.
-        KeyError: the checkpoint lacks ACON parameters the model has (the
-            message names the checkpoint and up to 10 missing keys).
+        CheckpointMismatchError: (a ``KeyError``) the checkpoint does not fit
+            the model: missing, unexpected or reshaped keys, or a backbone-only
+            file (:func:`~acon_mm.models.utils.check_checkpoint_fits`, the check
+            ``tools/test.py`` runs too).
 
     Returns:
         tuple: ``(model, cfg)``.
@@ -63,18 +64,9 @@ def load_model(config, checkpoint: Optional[str] = None,
         if not isinstance(state_dict, dict):
             raise KeyError(f'checkpoint {checkpoint!r} holds no state dict')
         state_dict = strip_module_prefix(state_dict)
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        acon_prefixes = tuple(n + '.' for n, _ in iter_acon_layers(model))
-        acon_missing = [k for k in missing if k.startswith(acon_prefixes)]
-        if acon_missing:
-            raise KeyError(
-                f'checkpoint {checkpoint!r} does not match the model of '
-                f'{getattr(cfg, "filename", "the config")}: {len(acon_missing)} '
-                f'ACON parameters are missing, e.g. {acon_missing[:10]}')
-        if missing or unexpected:
-            warnings.warn(f'checkpoint {checkpoint}: {len(missing)} missing keys '
-                          f'(e.g. {missing[:5]}), {len(unexpected)} unexpected '
-                          f'keys (e.g. {unexpected[:5]})')
+        check_checkpoint_fits(model, state_dict, checkpoint,
+                              getattr(cfg, 'filename', None) or 'the config')
+        model.load_state_dict(state_dict, strict=True)
     model.eval()
     return model, cfg
 

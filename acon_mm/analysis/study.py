@@ -32,6 +32,7 @@ from .study_config import (
     Member,
     StudyError,
     check_family,
+    check_members,
     config_differences,
     family_name,
     find_family,
@@ -42,7 +43,8 @@ from .study_config import (
 
 __all__ = [
     'ACTIVATION_TOKENS', 'StudyError', 'Member', 'StudyRun', 'find_family',
-    'load_members', 'config_differences', 'check_family', 'shorten_schedule',
+    'load_members', 'config_differences', 'check_family', 'check_members',
+    'shorten_schedule',
     'plan_runs', 'run_state', 'run_study', 'DONE_FILE'
 ]
 
@@ -296,6 +298,8 @@ def run_study(configs: Sequence[str],
     from .study_report import build_report, write_report
     members = load_members(configs, activations, activation_key, cfg_options)
     diffs = check_family(members, allow_differences)
+    if not collect_only:  # every member before the first run (a dry run too)
+        check_members(members)
     if baseline is not None and baseline not in [m.name for m in members]:
         raise StudyError(f'--baseline {baseline!r} is not a member: '
                          f'{[m.name for m in members]}')

@@ -12,20 +12,22 @@
   checkpoint at the end), for quick studies and the demo.
 """
 import copy
+import hashlib
 import os.path as osp
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
 from ..models.layers import ACON_TYPES
+from ..models.layers.expression import GrammarError, canonical
 from ..utils.config import walk_dicts
 
 __all__ = [
     'ACTIVATION_TOKENS', 'StudyError', 'Member', 'find_family', 'load_members',
     'config_differences', 'check_family', 'shorten_schedule',
-    'is_iter_based', 'family_name'
+    'is_iter_based', 'family_name', 'check_members', 'activation_spec'
 ]
 
 #: Activation names in config file names -> the activation type they select.
@@ -119,6 +121,29 @@ def _activation_of(cfg: Config) -> str:
     return '?'
 
 
+def activation_spec(act: str) -> Tuple[str, str, dict]:
+    """``(member name, activation, activation config)`` of an ``--activations`` item.
+
+    A registered type (``'ReLU'``, ``'AconC'``, ...) gives ``dict(type=act)``; an
+    expression of the search's grammar (``'max(x, sigmoid(x))'``: anything that is
+    not a plain name) gives a ``SearchedActivation`` of it, named by its canonical
+    form (the same function written twice is one member) and, for folders, by a
+    slug of it with a short hash (``expr-max_sigmoid_x_x-1a2b3c``).
+
+    Raises:
+        StudyError: an expression outside the grammar (the token named).
+    """
+    if act.isidentifier():
+        return _TYPE_TOKENS.get(act, act.lower()), act, dict(type=act)
+    try:
+        expr = canonical(act)
+    except GrammarError as err:
+        raise StudyError(f'--activations {act!r}: {err}') from None
+    slug = re.sub(r'[^0-9a-zA-Z]+', '_', expr).strip('_')[:40]
+    digest = hashlib.sha1(expr.encode()).hexdigest()[:6]
+    return f'expr-{slug}-{digest}', expr, dict(type='SearchedActivation', expr=expr)
+
+
 def load_members(configs: Sequence[str],
                  activations: Optional[Sequence[str]] = None,
                  activation_key: str = 'model.backbone.acon_cfg',
@@ -159,15 +184,16 @@ def load_members(configs: Sequence[str],
                 '--activations would start from them. Compare the config family '
                 'instead (each with its own weights), or train from scratch with '
                 '--cfg-options model.backbone.init_cfg=None')
-        if len(set(activations)) != len(activations):
+        specs = [activation_spec(a) for a in activations]
+        labels = [label for _, label, _ in specs]
+        if len(set(labels)) != len(labels):
             raise StudyError(f'--activations lists a type twice: {activations}')
         members = []
-        for act in activations:
+        for name, label, act_cfg in specs:
             cfg = copy.deepcopy(base)
             parent, _, last = activation_key.rpartition('.')
-            (_get(cfg, parent) if parent else cfg)[last] = ConfigDict(type=act)
-            members.append(Member(_TYPE_TOKENS.get(act, act.lower()), act,
-                                  configs[0], cfg))
+            (_get(cfg, parent) if parent else cfg)[last] = ConfigDict(act_cfg)
+            members.append(Member(name, label, configs[0], cfg))
         return members
     if len(configs) == 1:
         configs = find_family(configs[0])
@@ -351,3 +377,50 @@ def family_name(config: str) -> str:
     stem = osp.splitext(osp.basename(config))[0]
     m = _token(config)
     return (stem[:m.start() - 1] + stem[m.end():]) if m else stem
+
+
+def _reason(err: Exception) -> str:
+    text = err.args[0] if isinstance(err, KeyError) and err.args else err
+    return f'{type(err).__name__}: {text}'
+
+
+def check_members(members: Sequence[Member]) -> None:
+    """Check that every member can run, before the first one does.
+
+    Each member's model is built (on the CPU, as ``tools/train.py`` would build it:
+    an unknown activation type, a bad ``acon_cfg`` or any other build error shows
+    here) and its local pretrained files are looked for. ``--dry-run`` runs this
+    check too, so a dry run reports exactly the errors the real run would stop at.
+
+    Args:
+        members (list[Member]): the study's members (:func:`load_members`).
+
+    Raises:
+        StudyError: naming every member that cannot run, with its config and
+            each problem, and saying that nothing was started.
+    """
+    from ..engine.runner_utils import find_missing_pretrained
+    from .model_loading import build_model_from_cfg
+    problems, weights_missing = [], False
+    for m in members:
+        found = []
+        try:
+            build_model_from_cfg(m.cfg)
+        except Exception as err:  # noqa: BLE001 - every build error is named
+            found.append(f'its model does not build: {_reason(err)}')
+        for key, path in find_missing_pretrained(m.cfg):
+            found.append(f'{key} = {path!r} does not exist')
+            weights_missing = True
+        if found:
+            problems.append(f'  {m.name} ({m.source}): ' + '; '.join(found))
+    if not problems:
+        return
+    hint = ''
+    if weights_missing:
+        hint = ('\nThe ImageNet weights: convert the official ones with '
+                'tools/model_converters/acon_official_to_mm.py or train them with the '
+                'configs/imagenet/ config the file name points to (docs/configs.md), or '
+                'start every member from scratch with --cfg-options '
+                'model.backbone.init_cfg=None.')
+    raise StudyError(f'{len(problems)} of the {len(members)} members cannot run; '
+                     'nothing was started:\n' + '\n'.join(problems) + hint)

@@ -47,6 +47,9 @@ def collect_run(run) -> dict:
         out.update(metrics=test['metrics'], metrics_file=test['file'],
                    metrics_source='tools/test.py',
                    checkpoint=test['checkpoint'] or done.get('checkpoint'))
+        if not test['metrics']:  # e.g. an untrained detector: COCO found nothing to score
+            out['missing_reason'] = (f'no metrics: tools/test.py reported none in '
+                                     f'{test["file"]}')
     elif val:
         last = val[-1]
         ckpt = osp.join(run.work_dir, f'iter_{last["iter"]}.pth')
@@ -101,7 +104,8 @@ def build_report(runs, members, work_dir: str, seeds: Sequence[int],
         ``flops_elementwise``, ``flops_input``; ``sec_per_iter``,
         ``peak_memory_mb``; ``checkpoints`` per seed), ``runs`` (what
         :func:`collect_run` read), ``missing`` (``{member, seed, work_dir,
-        what}``), ``differences`` and ``markdown``.
+        what}``; ``not_applicable: True`` for COCO's -1, a number that has no
+        value rather than a missing one), ``differences`` and ``markdown``.
     """
     results = [collect_run(r) for r in runs]
     keys = order_metrics({k for r in results for k in r['metrics']})
@@ -134,7 +138,7 @@ def build_report(runs, members, work_dir: str, seeds: Sequence[int],
                     missing.append(dict(
                         member=m.name, seed=r['seed'], work_dir=r['work_dir'],
                         what=f'{k} = -1: COCO found no ground-truth box of that '
-                        f'size, no score ({src})'))
+                        f'size, no score ({src})', not_applicable=True))
         for k in keys:
             s['metrics'][k] = _stats({
                 r['seed']: r['metrics'][k] for r in mine if k in r['metrics']
@@ -195,21 +199,30 @@ def _what_was_run(report) -> str:
             + (f'; data {report["data_root"]}' if report['data_root'] else ''))
 
 
+def _row(cells: Sequence[str]) -> str:
+    """One Markdown table row: as many cells as ``cells``."""
+    return '| ' + ' | '.join(cells) + ' |'
+
+
 def _markdown(report) -> str:
     keys, acts = report['metrics'], report['activations']
     labels = [metric_label(k) for k in keys]
-    base = report['baseline']
+    base = report['baseline'] if keys else None
     lines = [f'# Activation study: {report["name"]}', '',
              f'{_what_was_run(report)}. Trained with tools/train.py, tested '
              f'with tools/test.py; folder {report["work_dir"]}; written '
-             f'{report["created"]}.', '',
-             '| activation | config | ' + ' | '.join(labels) + ' |',
-             '|---|---|' + '---:|' * len(keys)]
-    for s in acts:
-        lines.append(f'| {s["activation"]} ({s["name"]}) | {s["config"]} | '
-                     + ' | '.join(_cell(s['metrics'][k]) for k in keys) + ' |')
-    lines += ['', 'Test metrics of each run\'s final checkpoint, mean ± '
-              'sample std over seeds (n = runs that reported it).', '']
+             f'{report["created"]}.', '']
+    if keys:
+        lines += [_row(['activation', 'config'] + labels),
+                  _row(['---', '---'] + ['---:'] * len(keys))]
+        for s in acts:
+            lines.append(_row([f'{s["activation"]} ({s["name"]})', s['config']]
+                              + [_cell(s['metrics'][k]) for k in keys]))
+        lines += ['', 'Test metrics of each run\'s final checkpoint, mean ± '
+                  'sample std over seeds (n = runs that reported it).', '']
+    else:
+        lines += [f'**No run reported a metric**: every number of this study is '
+                  f'missing ({len(report["missing"])} listed under "Missing" below).', '']
     if base:
         lines += [f'## Δ against {base}', '',
                   '| activation | ' + ' | '.join(f'Δ {lb}' for lb in labels) + ' |',
@@ -241,16 +254,14 @@ def _markdown(report) -> str:
               '`time` mmengine logged while training (first logged window left '
               'out). Peak memory: largest logged `memory` (CUDA only).', '',
               '## Runs', '',
-              '| activation | seed | ' + ' | '.join(labels)
-              + ' | s/iter | checkpoint | source |',
-              '|---|---:|' + '---:|' * len(keys) + '---:|---|---|']
+              _row(['activation', 'seed'] + labels + ['s/iter', 'checkpoint', 'source']),
+              _row(['---', '---:'] + ['---:'] * len(keys) + ['---:', '---', '---'])]
     for r in report['runs']:
-        lines.append(
-            f'| {r["activation"]} | {r["seed"]} | ' + ' | '.join(
-                _fmt(r['metrics'][k]) if k in r['metrics'] else 'missing'
-                for k in keys)
-            + f' | {_fmt(r["sec_per_iter"], 4)} | {r["checkpoint"] or "–"} | '
-            f'{r["metrics_source"] or "–"} |')
+        lines.append(_row(
+            [r['activation'], str(r['seed'])]
+            + [_fmt(r['metrics'][k]) if k in r['metrics'] else 'missing' for k in keys]
+            + [_fmt(r['sec_per_iter'], 4), r['checkpoint'] or '–',
+               r['metrics_source'] or ('missing' if r['missing_reason'] else '–')]))
     if report['missing']:
         lines += ['', '## Missing', '']
         lines += [f'- {m["member"]} seed {m["seed"]}: {m["what"]} (work dir '

@@ -15,6 +15,46 @@ __all__ = ['ValidatedCocoDataset']
 BAD_BOX_POLICIES = ('error', 'warn', 'ignore')
 
 
+def how_to_set_classes(names: List[str]) -> str:
+    """The fix for a config whose classes are not those of its data."""
+    return (f'Set the classes of the data set in the config: '
+            f'metainfo=dict(classes={tuple(names)!r}) in '
+            'train_dataloader.dataset, val_dataloader.dataset and '
+            'test_dataloader.dataset, and model.bbox_head.num_classes='
+            f'{len(names)} (see configs/demo/retinanet_r18-aconc_fpn_demo.py)')
+
+
+def check_coco_classes(ann_file: str, names: List[str], classes: List[str]) -> None:
+    """Refuse classes of which none is a category of the COCO file.
+
+    Args:
+        ann_file (str): the annotation file, for the message.
+        names (list[str]): its categories' names.
+        classes (list[str]): the config's ``metainfo.classes`` (or the dataset
+            type's default, COCO's 80).
+
+    Raises:
+        DataValidationError: naming the file, its categories, the config's
+            classes and how to set them. Classes some of which are missing
+            from the file only get a warning.
+    """
+    if not classes:
+        return
+    common = [c for c in classes if c in names]
+    shown = classes if len(classes) <= 12 else classes[:12] + ['...']
+    if not common:
+        raise DataValidationError(
+            f'{ann_file}: none of the {len(classes)} classes of the '
+            f'config ({shown}) is a category of this file; its categories '
+            f'are {names}. Every image would be dropped (training) or '
+            f'scored against nothing (evaluation). ' + how_to_set_classes(names))
+    missing = [c for c in classes if c not in names]
+    if missing:
+        print_log(f'{ann_file}: classes of the config that are not '
+                  f'categories of this file (no annotation will have '
+                  f'them): {missing}', logger='current', level=30)
+
+
 @DATASETS.register_module()
 class ValidatedCocoDataset(GuardedPipelineMixin, CocoDataset):
     """``CocoDataset`` that checks its data before training reaches it.
@@ -99,33 +139,10 @@ class ValidatedCocoDataset(GuardedPipelineMixin, CocoDataset):
         finally:
             del self.COCOAPI
 
-    def _how_to_set_classes(self, names: List[str]) -> str:
-        return (f'Set the classes of the data set in the config: '
-                f'metainfo=dict(classes={tuple(names)!r}) in '
-                'train_dataloader.dataset, val_dataloader.dataset and '
-                'test_dataloader.dataset, and model.bbox_head.num_classes='
-                f'{len(names)} (see configs/demo/retinanet_r18-aconc_fpn_demo.py)')
-
     def _check_classes(self, data: Dict[str, Any]) -> None:
         """Refuse a config whose classes are not in the file's categories."""
-        names = [c.get('name') for c in data.get('categories', [])]
-        classes = list(self.metainfo.get('classes') or ())
-        if not classes:
-            return
-        common = [c for c in classes if c in names]
-        shown = classes if len(classes) <= 12 else classes[:12] + ['...']
-        if not common:
-            raise DataValidationError(
-                f'{self.ann_file}: none of the {len(classes)} classes of the '
-                f'config ({shown}) is a category of this file; its categories '
-                f'are {names}. Every image would be dropped (training) or '
-                f'scored against nothing (evaluation). '
-                + self._how_to_set_classes(names))
-        missing = [c for c in classes if c not in names]
-        if missing:
-            print_log(f'{self.ann_file}: classes of the config that are not '
-                      f'categories of this file (no annotation will have '
-                      f'them): {missing}', logger='current', level=30)
+        check_coco_classes(self.ann_file, [c.get('name') for c in data.get('categories', [])],
+                           list(self.metainfo.get('classes') or ()))
 
     def filter_data(self) -> List[dict]:
         """mmdet's filtering; an empty result is refused with the reason."""

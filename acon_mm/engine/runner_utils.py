@@ -48,8 +48,20 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from mmengine.config import Config, ConfigDict
 
+from ..datasets.validation import DataValidationError
+from ..models.utils.checkpoint_fit import CheckpointMismatchError
 from ..utils.config import walk_dicts
 from .input_convention import InputConventionError, check_input_convention
+from .run_checks import (
+    MissingCheckpointError,
+    MissingPretrainedError,
+    check_dataset_classes,
+    check_pretrained_files,
+    check_remote_weights,
+    check_trained_checkpoint,
+    find_missing_pretrained,
+    resolve_checkpoint,
+)
 
 __all__ = [
     'TASKS', 'ALLOW_CPU_ENV', 'MissingPretrainedError', 'MissingCheckpointError',
@@ -57,30 +69,19 @@ __all__ = [
     'adapt_cfg_to_device', 'init_cpu_distributed', 'check_pretrained_files',
     'find_missing_pretrained', 'set_data_root', 'replace_sync_bn', 'warn_all',
     'RUN_SETUP_ERRORS', 'prepare_run', 'exit_on_setup_error', 'run_train',
-    'run_test'
+    'run_test', 'check_trained_checkpoint', 'resolve_checkpoint'
 ]
 
 #: default_scope -> what the config trains
 TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation',
          'mmpretrain': 'classification'}
 
-CONVERTER = 'tools/model_converters/acon_official_to_mm.py'
-
-
 #: environment variable that allows a run without CUDA (the demo and tests set it)
 ALLOW_CPU_ENV = 'ACON_MM_ALLOW_CPU'
 
 
-class MissingPretrainedError(FileNotFoundError):
-    """A ``Pretrained`` ``init_cfg`` names a local file that does not exist."""
-
-
 class NoCUDAError(RuntimeError):
     """CUDA is not available and running on the CPU was not asked for."""
-
-
-class MissingCheckpointError(FileNotFoundError):
-    """The checkpoint to test (``tools/test.py CONFIG CHECKPOINT``) does not exist."""
 
 
 def cpu_allowed(flag: bool = False) -> bool:
@@ -235,80 +236,6 @@ def init_cpu_distributed(launcher: str, port: Optional[int] = None) -> None:
     dist.init_process_group(backend='gloo')
 
 
-def _is_local(path: Any) -> bool:
-    return isinstance(path, str) and '://' not in path
-
-
-#: the configs that pretrain backbones on ImageNet (tools/train.py writes
-#: work_dirs/<config name>/iter_<N>.pth)
-IMAGENET_CONFIG_DIR = 'configs/imagenet'
-
-
-def _imagenet_config_for(ckpt: str) -> Optional[str]:
-    """``configs/imagenet/<name>.py`` if ``ckpt`` is in ``.../<name>/``."""
-    parent = osp.basename(osp.dirname(osp.normpath(ckpt)))
-    cfg = osp.join(IMAGENET_CONFIG_DIR, parent + '.py')
-    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-    found = parent and (osp.isfile(cfg) or osp.isfile(osp.join(root, cfg)))
-    return cfg if found else None
-
-
-def _hint(ckpt: str) -> str:
-    name = osp.basename(ckpt)
-    imagenet_cfg = _imagenet_config_for(ckpt)
-    if imagenet_cfg is not None:
-        act = next((a for a in ('relu', 'swish') if a in imagenet_cfg), None)
-        lead = ('There is no official ImageNet checkpoint of this activation '
-                'in the ACON layout: pretrain it' if act else
-                'It is written by ImageNet pretraining')
-        return (f'{lead} with the official recipe:\n'
-                f'    python tools/train.py {imagenet_cfg}\n'
-                f'(or point the init_cfg to another checkpoint of that run)')
-    if any(k in ckpt for k in ('relu', 'swish')):
-        return (
-            'There is no official ImageNet checkpoint of this activation in '
-            'the ACON layout: pretrain the same backbone on ImageNet with a '
-            f'config of {IMAGENET_CONFIG_DIR}/ (python tools/train.py '
-            f"{IMAGENET_CONFIG_DIR}/<network>-<activation>_...py) and load "
-            "its checkpoint with prefix='backbone.'")
-    arch = name.replace('_mm.pth', '')
-    return ('Convert the official ImageNet checkpoint first:\n'
-            f'    python {CONVERTER} <official {arch} checkpoint> {ckpt}')
-
-
-def find_missing_pretrained(cfg: Config) -> List[Tuple[str, str]]:
-    """``(config key, path)`` of each local ``Pretrained`` file that is missing."""
-    missing = []
-    for path, d in walk_dicts(cfg.get('model', {}), 'model'):
-        if d.get('type') == 'Pretrained' and _is_local(d.get('checkpoint')) \
-                and not osp.isfile(d['checkpoint']):
-            missing.append((f'{path}.checkpoint', d['checkpoint']))
-        if _is_local(d.get('pretrained')) and not osp.isfile(d['pretrained']):
-            missing.append((f'{path}.pretrained', d['pretrained']))
-    return missing
-
-
-def check_pretrained_files(cfg: Config) -> None:
-    """Raise :class:`MissingPretrainedError` if pretrained weights are missing.
-
-    The message names each missing file and its config key, the converter
-    command that writes it, and how to train from scratch instead.
-    """
-    missing = find_missing_pretrained(cfg)
-    if not missing:
-        return
-    lines = [f'config {cfg.filename or "<in memory>"} needs pretrained '
-             'weights that are not there:']
-    for key, ckpt in missing:
-        lines.append(f'  {key} = {ckpt!r} (absolute: {osp.abspath(ckpt)}) '
-                     'does not exist.')
-        lines.append('  ' + _hint(ckpt).replace('\n', '\n  '))
-    key0 = missing[0][0].rsplit('.', 2)[0]
-    lines.append('To train from scratch instead, add '
-                 f'`--cfg-options {key0}.init_cfg=None`.')
-    raise MissingPretrainedError('\n'.join(lines))
-
-
 def set_data_root(cfg: Config, data_root: str) -> List[str]:
     """Point every dataset and evaluator of ``cfg`` to ``data_root``.
 
@@ -360,16 +287,18 @@ def warn_all(msgs: List[str]) -> None:
 #: raises for a run that must not start; :func:`exit_on_setup_error` turns them
 #: into ``ERROR: <message>`` and exit status 2
 RUN_SETUP_ERRORS = (MissingPretrainedError, InputConventionError, NoCUDAError,
-                    MissingCheckpointError)
+                    MissingCheckpointError, CheckpointMismatchError, DataValidationError)
 
 
 def prepare_run(cfg: Config, launcher: str = 'none', allow_cpu: bool = False,
                 checkpoints: Tuple[str, ...] = (),
-                check_pretrained: bool = True) -> List[str]:
+                check_pretrained: bool = True,
+                allow_download: bool = False) -> List[str]:
     """The checks and adaptations ``tools/train.py`` and ``tools/test.py`` run
     before building a Runner, in this order:
 
-    1. ``check_pretrained`` (training): :func:`check_pretrained_files`;
+    1. ``check_pretrained`` (training): :func:`check_pretrained_files` and
+       :func:`check_remote_weights`;
     2. the input convention of every local ``Pretrained`` checkpoint and of
        ``checkpoints`` against the config's ``data_preprocessor``
        (:func:`acon_mm.engine.input_convention.check_input_convention`);
@@ -383,7 +312,9 @@ def prepare_run(cfg: Config, launcher: str = 'none', allow_cpu: bool = False,
         allow_cpu (bool): ``--cpu``: run on the CPU when CUDA is absent.
         checkpoints (tuple[str]): more checkpoints whose input convention must
             match the config (``tools/test.py``'s CHECKPOINT).
-        check_pretrained (bool): check that the ``Pretrained`` files exist.
+        check_pretrained (bool): check that the ``Pretrained`` files exist
+            and that nothing would be downloaded.
+        allow_download (bool): ``--allow-download``: let remote weights download.
 
     Returns:
         list[str]: warnings for the tool to print once the Runner's logger exists.
@@ -393,10 +324,13 @@ def prepare_run(cfg: Config, launcher: str = 'none', allow_cpu: bool = False,
             (in :data:`RUN_SETUP_ERRORS`): the run must not start; each message
             names the culprit and the fix.
     """
+    remote = []
     if check_pretrained:
         check_pretrained_files(cfg)
+        remote = check_remote_weights(cfg, allow_download=allow_download)
+    check_dataset_classes(cfg)
     msgs = check_input_convention(cfg, checkpoints=list(checkpoints), logger=None)
-    msgs = adapt_cfg_to_device(cfg, launcher, allow_cpu=allow_cpu) + msgs
+    msgs = adapt_cfg_to_device(cfg, launcher, allow_cpu=allow_cpu) + msgs + remote
     init_cpu_distributed(launcher)
     return msgs
 
@@ -423,7 +357,7 @@ def exit_on_setup_error() -> Iterator[None]:
 # starting the run
 # --------------------------------------------------------------------------
 def run_train(cfg: Config, config: Optional[str] = None, launcher: str = 'none',
-              allow_cpu: bool = False):
+              allow_cpu: bool = False, allow_download: bool = False):
     """Train as ``tools/train.py`` does, from
     :func:`~acon_mm.engine.run_config.build_train_cfg`'s config.
 
@@ -438,6 +372,7 @@ def run_train(cfg: Config, config: Optional[str] = None, launcher: str = 'none',
             ``cfg.filename``).
         launcher (str): ``--launcher``.
         allow_cpu (bool): ``--cpu``.
+        allow_download (bool): ``--allow-download`` (see :func:`check_remote_weights`).
 
     Returns:
         mmengine.runner.Runner: the runner, after training.
@@ -450,7 +385,7 @@ def run_train(cfg: Config, config: Optional[str] = None, launcher: str = 'none',
     from mmengine.runner import Runner
     task = config_task(cfg)
     register_task_modules(task)
-    msgs = prepare_run(cfg, launcher, allow_cpu=allow_cpu)
+    msgs = prepare_run(cfg, launcher, allow_cpu=allow_cpu, allow_download=allow_download)
     runner = Runner.from_cfg(cfg)
     warn_all(msgs)
     print_log(f'acon-mm: {TASKS[task]} config {config or cfg.filename}, work dir '
@@ -502,6 +437,7 @@ def run_test(cfg: Config, task: str, checkpoint: str, launcher: str = 'none',
     register_task_modules(task)
     if not osp.isfile(checkpoint):
         raise MissingCheckpointError(f'checkpoint {checkpoint!r} does not exist')
+    check_trained_checkpoint(cfg, checkpoint)  # before its input convention: it may not fit
     # the checkpoints against the config's data_preprocessor, CUDA
     msgs = prepare_run(cfg, launcher, allow_cpu=allow_cpu,
                        checkpoints=(checkpoint, ), check_pretrained=False)

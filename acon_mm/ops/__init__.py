@@ -9,9 +9,13 @@
 * :mod:`.mean`: :func:`spatial_mean`.
 """
 from .acon_func import AconFunction, acon, acon_naive
-from .cpu_ext import cpu_ext_error, kernel_cache_dir, load_cpu_ext
+from .cpu_ext import cpu_ext_error, import_cpp_extension, kernel_cache_dir, load_cpu_ext
 from .dispatch import ACON_IMPLS, acon_backend, acon_impl, get_acon_impl, set_acon_impl
 from .mean import spatial_mean
+
+# Before mmengine's environment report (Runner start-up) imports it and, on a CPU
+# machine that has a CUDA toolkit, logs "No CUDA runtime is found, using CUDA_HOME=...".
+import_cpp_extension()
 
 __all__ = [
     'acon', 'acon_naive', 'AconFunction', 'set_acon_impl', 'get_acon_impl', 'acon_impl',

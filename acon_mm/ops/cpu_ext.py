@@ -35,6 +35,8 @@ purpose, use the ``'torch'`` implementation (``ACON_MM_IMPL=torch`` or
 :func:`acon_mm.ops.set_acon_impl`): it is then never built.
 """
 import hashlib
+import importlib
+import logging
 import os
 import os.path as osp
 import platform
@@ -50,7 +52,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 __all__ = ['load_cpu_ext', 'cpu_ext_error', 'kernel_cache_dir', 'ext_constants',
-           'build_key', 'source_files', 'BuildLock', 'CSRC_DIR']
+           'build_key', 'source_files', 'BuildLock', 'import_cpp_extension', 'CSRC_DIR']
 
 #: Root of the C++ sources (package data).
 CSRC_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'csrc')
@@ -163,6 +165,38 @@ def build_key(flags: Sequence[str], cxx: str, csrc_dir: str = CSRC_DIR,
     return h.hexdigest()[:16]
 
 
+class _DropCudaHomeProbe(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith('No CUDA runtime is found')
+
+
+def import_cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its CUDA probe's warning.
+
+    Importing it looks for a CUDA toolkit and, where it finds one (``nvcc`` on the
+    ``PATH``, ``/usr/local/cuda``) on a machine without a GPU, logs ``No CUDA runtime
+    is found, using CUDA_HOME=...``: on a CPU run that reads like a CUDA fault, and the
+    CPU build never uses CUDA. That one record is dropped during the import (torch
+    logs it only then); everything else torch logs is kept. ``import acon_mm`` imports
+    it this way, so that mmengine's environment report (which imports it too) stays
+    quiet as well.
+
+    Returns:
+        module: ``torch.utils.cpp_extension``.
+    """
+    name = 'torch.utils.cpp_extension'
+    if name not in sys.modules:
+        logger, drop = logging.getLogger(name), _DropCudaHomeProbe()
+        logger.addFilter(drop)
+        try:
+            importlib.import_module(name)
+        finally:
+            logger.removeFilter(drop)
+    return sys.modules[name]
+
+
 #: Seconds a build lock may be held by another live process before the wait is logged
 #: (a build takes about 1.5 min on 2 cores), and then every this many seconds again.
 LOCK_WARN_AFTER_S = 300.0
@@ -264,7 +298,7 @@ class BuildLock:
 
 
 def _build():
-    from torch.utils.cpp_extension import load
+    load = import_cpp_extension().load
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError('no C++ compiler found (tried $CXX, g++, c++, clang++)')

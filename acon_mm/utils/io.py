@@ -227,8 +227,10 @@ def format_keys(keys: Sequence[str], limit: int = 10) -> str:
 
 
 def state_dict_mismatches(expected: Dict[str, Sequence[int]], actual: Dict[str, Any],
-                          limit: int = 10) -> Tuple[List[str], List[str]]:
-    """Compare a state dict with the ``{key: shape}`` a model expects.
+                          limit: int = 10, what: str = 'backbone'
+                          ) -> Tuple[List[str], List[str]]:
+    """Compare a state dict with the ``{key: shape}`` a model expects
+    (``what`` names the model in the shape mismatches).
 
     Returns:
         tuple: ``(problems, unexpected)``: ``problems`` are ready-to-join phrases
@@ -240,7 +242,7 @@ def state_dict_mismatches(expected: Dict[str, Sequence[int]], actual: Dict[str, 
     missing = [k for k in expected if k not in actual]
     unexpected = [k for k in actual if k not in expected]
     mismatched = [
-        f'{k}: checkpoint {tuple(actual[k].shape)} vs backbone {tuple(expected[k])}'
+        f'{k}: checkpoint {tuple(actual[k].shape)} vs {what} {tuple(expected[k])}'
         for k in expected if k in actual and hasattr(actual[k], 'shape')
         and tuple(actual[k].shape) != tuple(expected[k])
     ]

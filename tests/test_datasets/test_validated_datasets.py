@@ -167,8 +167,9 @@ def test_image_size_differs_from_json_named_when_reached(coco):
 
 
 def test_user_sees_the_named_error_from_train_py(coco, tmp_path,
-                                                 det_demo_config):
-    """What ``tools/train.py`` reports for an unknown category."""
+                                                 det_demo_config, capsys):
+    """What ``tools/train.py`` reports for an unknown category: the named error
+    (``ERROR: ...``, no traceback) and exit status 2."""
     import importlib.util
     data = coco['json']
     ann = data['annotations'][0]
@@ -179,7 +180,7 @@ def test_user_sees_the_named_error_from_train_py(coco, tmp_path,
         'acon_tool_train', str(REPO_ROOT / 'tools/train.py'))
     train = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train)
-    with pytest.raises(DataValidationError) as info:
+    with pytest.raises(SystemExit) as info:
         train.main([det_demo_config, '--work-dir', str(tmp_path / 'work'),
                     '--data-root', root, '--cfg-options',
                     'train_dataloader.dataset.type=ValidatedCocoDataset',
@@ -187,7 +188,10 @@ def test_user_sees_the_named_error_from_train_py(coco, tmp_path,
                     # runners in one process share loggers/visualizers of one name
                     f'experiment_name=bad_category_{tmp_path.name}',
                     f'visualizer.name=vis_bad_category_{tmp_path.name}'])
-    msg = str(info.value)
+    assert info.value.code == 2
+    msg = capsys.readouterr().err
+    assert msg.startswith('ERROR: bad COCO annotation file'), msg[-2000:]
+    assert 'Traceback' not in msg
     assert coco['train_ann'] in msg
     assert f'annotation id {ann["id"]}' in msg and 'category_id 99' in msg
 

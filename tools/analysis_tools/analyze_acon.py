@@ -20,7 +20,6 @@ summary.txt, which is also printed. Works for detection (mmdet) and
 segmentation (mmseg) configs: the scope comes from the config's default_scope.
 """
 import argparse
-import glob
 import os.path as osp
 import sys
 
@@ -34,6 +33,7 @@ from acon_mm.analysis import (  # noqa: E402
     load_model,
     write_analysis,
 )
+from acon_mm.engine.runner_utils import resolve_checkpoint  # noqa: E402
 from acon_mm.models.layers import MetaAconC  # noqa: E402
 
 
@@ -70,25 +70,6 @@ def parse_args(argv=None):
         name = osp.splitext(osp.basename(args.config))[0]
         args.out_dir = osp.join(DEFAULT_OUT_ROOT, name)
     return args
-
-
-def resolve_checkpoint(path):
-    """A checkpoint file as given; for a work dir the checkpoint its
-    ``last_checkpoint`` names, else its newest ``*.pth``."""
-    if not osp.isdir(path):
-        return path
-    pointer = osp.join(path, 'last_checkpoint')
-    if osp.isfile(pointer):
-        with open(pointer) as f:
-            ckpt = f.read().strip()
-        if not osp.isabs(ckpt) and not osp.isfile(ckpt):
-            ckpt = osp.join(path, osp.basename(ckpt))
-        return ckpt
-    pths = glob.glob(osp.join(path, '*.pth'))
-    if not pths:
-        raise FileNotFoundError(f'work dir {path} has no last_checkpoint and no '
-                                '*.pth file')
-    return max(pths, key=osp.getmtime)
 
 
 def main(argv=None):

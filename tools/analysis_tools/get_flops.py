@@ -53,7 +53,8 @@ def parse_args(argv=None):
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n\n', 2)[2])
-    parser.add_argument('configs', nargs='+', metavar='CONFIG')
+    parser.add_argument('configs', nargs='+', metavar='CONFIG',
+                        help='config files to count (one row each)')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input height and width (default: the test '
                         "pipeline's Resize scale)")

@@ -26,8 +26,10 @@ def parse_args(argv=None):
                         help='switching factors to draw; "inf" draws the max '
                         '(default: %(default)s)')
     parser.add_argument('--x-range', type=float, nargs=2, default=[-6.0, 6.0],
-                        metavar=('XMIN', 'XMAX'))
-    parser.add_argument('--dpi', type=int, default=120)
+                        metavar=('XMIN', 'XMAX'),
+                        help='the x axis of every plot (default: %(default)s)')
+    parser.add_argument('--dpi', type=int, default=120,
+                        help='resolution of the PNG files (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.x_range[0] >= args.x_range[1]:
         parser.error(f'--x-range: XMIN must be < XMAX, got {args.x_range}')

@@ -48,7 +48,8 @@ def parse_args(argv=None):
                    help='one config of a family, or the configs to compare')
     p.add_argument('--activations', nargs='+', metavar='TYPE',
                    help='compare these activation types on one base CONFIG '
-                   '(e.g. ReLU SwishBeta AconC MetaAconC)')
+                   "(e.g. ReLU SwishBeta AconC MetaAconC); an expression such as "
+                   "'max(x, sigmoid(x))' is a SearchedActivation of it")
     p.add_argument('--activation-key', default='model.backbone.acon_cfg',
                    help='the key --activations replaces (default: %(default)s)')
     p.add_argument('--seeds', nargs='+', type=int, default=[0],
@@ -87,6 +88,9 @@ def parse_args(argv=None):
                    help="FLOPs input size (default: the test pipeline's Resize)")
     p.add_argument('--no-flops', action='store_true',
                    help='do not count parameters and FLOPs')
+    p.add_argument('--allow-missing', action='store_true',
+                   help='exit 0 although some numbers are missing (the report lists '
+                   'them with their runs\' folders; without this flag: exit 1)')
     args = p.parse_args(argv)
     if args.gpus < 1:
         p.error(f'--gpus must be >= 1, got {args.gpus}')
@@ -102,7 +106,7 @@ def main(argv=None):
     import acon_mm  # noqa: F401
     from acon_mm.analysis.study import StudyError, run_study
     try:
-        return run_study(
+        report = run_study(
             args.configs, activations=args.activations, seeds=args.seeds,
             work_dir=args.work_dir, iters=args.iters,
             val_interval=args.val_interval, gpus=args.gpus, cpu=args.cpu,
@@ -115,6 +119,17 @@ def main(argv=None):
     except StudyError as err:
         print(f'ERROR: {err}', file=sys.stderr)
         sys.exit(2)
+    # COCO's -1 (no ground truth of that size) is listed, but it is no missing run
+    missing = [m for m in report.get('missing') or [] if not m.get('not_applicable')]
+    if missing and not args.allow_missing:
+        runs = sorted({m['work_dir'] for m in missing})
+        print(f'ERROR: {len(missing)} numbers of the study are missing, from '
+              f'{len(runs)} runs ({", ".join(runs)}); the report lists them under '
+              '"Missing": ' + report['files'].get('md', 'study.md')
+              + '. --allow-missing accepts a study with missing numbers.',
+              file=sys.stderr)
+        sys.exit(1)
+    return report
 
 
 if __name__ == '__main__':

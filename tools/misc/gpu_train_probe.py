@@ -36,15 +36,20 @@ sys.path.insert(0, ROOT)
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('config')
-    p.add_argument('--data-root', required=True)
-    p.add_argument('--iters', type=int, default=30)
+    p.add_argument('config', help='the config to train (e.g. a RetinaNet or PSPNet of configs/)')
+    p.add_argument('--data-root', required=True,
+                   help="the data set's root (e.g. the generated one of make_demo_data.py)")
+    p.add_argument('--iters', type=int, default=30,
+                   help='training iterations to time (default: %(default)s)')
     p.add_argument('--amp', action='store_true', help='AmpOptimWrapper (as tools/train.py --amp)')
-    p.add_argument('--device', choices=['cuda', 'cpu'], default='cuda')
+    p.add_argument('--device', choices=['cuda', 'cpu'], default='cuda',
+                   help='where to train (default: %(default)s)')
     p.add_argument('--batch-size', type=int, default=None,
                    help="images per iteration (default: the config's)")
-    p.add_argument('--num-workers', type=int, default=None)
-    p.add_argument('--work-dir', default=None)
+    p.add_argument('--num-workers', type=int, default=None,
+                   help="dataloader workers (default: the config's)")
+    p.add_argument('--work-dir', default=None,
+                   help='where the run writes (default: a temporary directory)')
     p.add_argument('--json', default=None, help='write the result here')
     p.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
                    help="override settings of the config, as tools/train.py's "

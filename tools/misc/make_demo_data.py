@@ -26,9 +26,10 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out-dir', default='data/demo',
                    help='writes OUT_DIR/coco and OUT_DIR/cityscapes')
-    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--seed', type=int, default=0,
+                   help='seed of the generated images (default: %(default)s)')
     p.add_argument('--only', choices=['coco', 'cityscapes', 'imagenet'],
-                   default=None)
+                   default=None, help='write this set alone (default: COCO and Cityscapes)')
     p.add_argument('--imagenet', action='store_true',
                    help='also write OUT_DIR/imagenet, a small classification '
                    'set in ImageNet\'s folder layout (train/<class>/*.JPEG, '
@@ -38,15 +39,19 @@ def parse_args(argv=None):
     p.add_argument('--imagenet-val', type=int, default=20,
                    help='validation images per class')
     p.add_argument('--imagenet-size', type=int, nargs=2, default=[64, 64],
-                   metavar=('H', 'W'))
-    p.add_argument('--coco-train', type=int, default=400)
-    p.add_argument('--coco-val', type=int, default=50)
+                   metavar=('H', 'W'), help='ImageNet image size (default: %(default)s)')
+    p.add_argument('--coco-train', type=int, default=400,
+                   help='COCO training images (default: %(default)s)')
+    p.add_argument('--coco-val', type=int, default=50,
+                   help='COCO validation images (default: %(default)s)')
     p.add_argument('--coco-size', type=int, nargs=2, default=[128, 128],
-                   metavar=('H', 'W'))
-    p.add_argument('--cityscapes-train', type=int, default=40)
-    p.add_argument('--cityscapes-val', type=int, default=10)
+                   metavar=('H', 'W'), help='COCO image size (default: %(default)s)')
+    p.add_argument('--cityscapes-train', type=int, default=40,
+                   help='Cityscapes training images (default: %(default)s)')
+    p.add_argument('--cityscapes-val', type=int, default=10,
+                   help='Cityscapes validation images (default: %(default)s)')
     p.add_argument('--cityscapes-size', type=int, nargs=2, default=[128, 256],
-                   metavar=('H', 'W'))
+                   metavar=('H', 'W'), help='Cityscapes image size (default: %(default)s)')
     p.add_argument('--force', action='store_true',
                    help='regenerate even if OUT_DIR already holds this data')
     return p.parse_args(argv)

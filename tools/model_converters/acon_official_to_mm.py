@@ -4,7 +4,9 @@
     python tools/model_converters/acon_official_to_mm.py SRC DST [--arch NAME]
     python tools/model_converters/acon_official_to_mm.py SRC DST --keep-head
 
-SRC: an official checkpoint (``{'state_dict': {'module.' + key: tensor}}``) or a
+SRC: an official checkpoint, downloaded from the "Trained Models" section of the
+official repository's README (https://github.com/nmaac/acon: OneDrive or BaiduYun;
+nothing here downloads it), as ``{'state_dict': {'module.' + key: tensor}}``, or a
 bare state dict, of ResNet-50/101/152 or ShuffleNetV2 0.5x/1.0x/1.5x/2.0x with
 ACON-C or meta-ACON-C. The architecture is detected from the keys unless
 ``--arch`` (e.g. ``resnet50_acon``, ``shufflenetv2_1.0x_metaacon``) is given.
@@ -45,7 +47,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         'with "module." prefixes, or a bare state dict)')
     parser.add_argument('dst', help='output checkpoint path')
     parser.add_argument('--arch', choices=list(OFFICIAL_ARCHS), default=None,
-                        help='official network (default: detected from the keys)')
+                        metavar='NAME',
+                        help='official network, one of ' + ', '.join(OFFICIAL_ARCHS)
+                        + ' (default: detected from the keys)')
     parser.add_argument('--keep-head', action='store_true',
                         help='keep the ImageNet classifier: write an '
                         'mmpretrain ImageClassifier checkpoint (backbone.*, '

@@ -19,11 +19,14 @@ import torch.nn as nn
 
 from ...utils.io import format_keys, state_dict_mismatches, strip_module_prefix
 
-__all__ = ['CONVERTER', 'pretrained_path', 'pretrained_spec',
+__all__ = ['CONVERTER', 'OFFICIAL_WEIGHTS', 'pretrained_path', 'pretrained_spec',
            'check_pretrained_keys']
 
 #: the script that converts the official ImageNet checkpoints
 CONVERTER = 'tools/model_converters/acon_official_to_mm.py'
+#: where the official ImageNet checkpoints come from (nothing in acon-mm downloads them)
+OFFICIAL_WEIGHTS = ('the "Trained Models" section of the official repository\'s README, '
+                    'https://github.com/nmaac/acon (OneDrive or BaiduYun link)')
 
 
 def pretrained_spec(init_cfg: Any) -> Tuple[Optional[str], Optional[str]]:
@@ -86,9 +89,9 @@ def check_pretrained_keys(module: nn.Module, path: str, where: str,
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f'{where}: the Pretrained checkpoint {path!r} (init_cfg) does not '
-            f'exist. Convert the official ImageNet weights with `python '
-            f'{CONVERTER} OFFICIAL.pth {path}`, or set init_cfg=None to train '
-            'from scratch.')
+            f'exist. Convert the official ImageNet weights (from {OFFICIAL_WEIGHTS}) '
+            f'with `python {CONVERTER} OFFICIAL.pth {path}`, or set init_cfg=None to '
+            'train from scratch.')
     ckpt = _load_checkpoint(path, map_location='cpu')
     meta: Dict[str, Any] = {}
     if isinstance(ckpt, dict) and isinstance(ckpt.get('state_dict'), dict):
