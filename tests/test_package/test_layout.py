@@ -17,7 +17,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PKG = osp.join(ROOT, 'acon_mm')
 
 LEVELS = {
-    'version': 0, 'utils': 0, 'ops': 1, 'models': 2, 'datasets': 3,
+    'version': 0, 'utils': 0, 'ops': 1, 'models': 2, 'datasets': 3, 'search': 3,
     'engine': 4, 'analysis': 5, 'testing': 5, 'patches': 6, '': 7
 }
 
