@@ -28,7 +28,7 @@ def parse_args(argv=None):
                    help='writes OUT_DIR/coco and OUT_DIR/cityscapes')
     p.add_argument('--seed', type=int, default=0,
                    help='seed of the generated images (default: %(default)s)')
-    p.add_argument('--only', choices=['coco', 'cityscapes', 'imagenet'],
+    p.add_argument('--only', choices=['coco', 'cityscapes', 'imagenet', 'cifar'],
                    default=None, help='write this set alone (default: COCO and Cityscapes)')
     p.add_argument('--imagenet', action='store_true',
                    help='also write OUT_DIR/imagenet, a small classification '
@@ -52,6 +52,13 @@ def parse_args(argv=None):
                    help='Cityscapes validation images (default: %(default)s)')
     p.add_argument('--cityscapes-size', type=int, nargs=2, default=[128, 256],
                    metavar=('H', 'W'), help='Cityscapes image size (default: %(default)s)')
+    p.add_argument('--cifar', action='store_true',
+                   help='also write OUT_DIR/cifar, a generated 10-class 32x32 set in '
+                   "CIFAR-10's python-version layout (the activation search's child data)")
+    p.add_argument('--cifar-train', type=int, default=5000,
+                   help='CIFAR training images (default: %(default)s)')
+    p.add_argument('--cifar-test', type=int, default=1000,
+                   help='CIFAR test images (default: %(default)s)')
     p.add_argument('--force', action='store_true',
                    help='regenerate even if OUT_DIR already holds this data')
     return p.parse_args(argv)
@@ -60,7 +67,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     which = [args.only] if args.only else (
-        ['coco', 'cityscapes'] + (['imagenet'] if args.imagenet else []))
+        ['coco', 'cityscapes'] + (['imagenet'] if args.imagenet else [])
+        + (['cifar'] if args.cifar else []))
     make_demo_data(
         args.out_dir, seed=args.seed, which=which, force=args.force,
         coco_kwargs=dict(num_train=args.coco_train, num_val=args.coco_val,
@@ -70,7 +78,8 @@ def main(argv=None):
                                img_size=list(args.cityscapes_size)),
         imagenet_kwargs=dict(num_train=args.imagenet_train,
                              num_val=args.imagenet_val,
-                             img_size=list(args.imagenet_size)))
+                             img_size=list(args.imagenet_size)),
+        cifar_kwargs=dict(num_train=args.cifar_train, num_test=args.cifar_test))
 
 
 if __name__ == '__main__':
