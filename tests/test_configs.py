@@ -33,7 +33,7 @@ ACT_OF = {'relu': 'ReLU', 'swish': 'SwishBeta', 'aconc': 'AconC',
 
 
 def _needs_mmpretrain(rel):
-    return rel.startswith('configs/imagenet/') or rel.endswith('_in1k.py')
+    return rel.startswith(('configs/imagenet/', 'configs/search/')) or rel.endswith('_in1k.py')
 
 
 @functools.lru_cache(maxsize=None)
@@ -122,6 +122,12 @@ def test_config_builds(rel):
         assert dp.mean == RAW_BGR['mean'] and dp.std == RAW_BGR['std'], rel
         assert dp.bgr_to_rgb is False, rel
     assert cfg.optim_wrapper.constructor == 'AconOptimWrapperConstructor'
+    if rel.startswith('configs/search/'):  # the search's child: CIFAR, from scratch
+        assert scope == 'mmpretrain' and bb.type == 'ResNetCIFARACON', rel
+        assert bb.get('init_cfg') is None and cfg.model.head.num_classes == 10, rel
+        for loader in (cfg.train_dataloader, cfg.val_dataloader):
+            assert loader.dataset.type == 'ValidatedCIFAR10', rel
+        return
     if scope == 'mmpretrain':
         _check_imagenet_recipe(cfg, name)
         return

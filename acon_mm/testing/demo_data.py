@@ -30,14 +30,8 @@ ImageNet layout written by :func:`make_imagenet_demo` (``root`` plays
     root/val/<class>/<class>_00000.JPEG ...
     root/meta/train.txt, root/meta/val.txt    ("<class>/<file> <label>" lines)
 
-CIFAR-10 layout written by :func:`make_cifar_demo` (``root`` plays
-``data/cifar10``; both versions, read by
-:class:`~acon_mm.datasets.ValidatedCIFAR10`): 32x32 RGB images of 10 classes,
-each class a grating orientation (0°, 18°, ..., 162°) of random frequency,
-phase and colours, under Gaussian noise and a random occluding patch. The
-orientations are only 18° apart (±6° jitter) and the noise is strong, meant to
-keep a small network short of perfect accuracy so that the search's rewards
-separate (what a ResNet-20 reaches on it is not measured yet)::
+CIFAR-10 layout written by :func:`make_cifar_demo`
+(:mod:`acon_mm.testing.cifar_demo`; ``root`` plays ``data/cifar10``)::
 
     root/cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta
 
@@ -62,6 +56,8 @@ import os.path as osp
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .cifar_demo import make_cifar_demo
 
 __all__ = [
     'COCO_DEMO_CLASSES', 'CITYSCAPES_CLASSES', 'make_coco_demo',
@@ -429,58 +425,6 @@ def make_cityscapes_demo(root: str,
 
 #: the dataset names of :func:`make_demo_data`, each with its writer and
 #: the directory it writes under ``out_dir``
-def _grating_images(rng: np.random.Generator, labels: np.ndarray,
-                    noise: float) -> np.ndarray:
-    n = len(labels)
-    yy, xx = np.mgrid[0:32, 0:32].astype(np.float64) - 15.5
-    theta = np.deg2rad(labels * 18.0 + rng.uniform(-6, 6, n))
-    freq = rng.uniform(0.15, 0.6, n)
-    phase = rng.uniform(0, 2 * np.pi, n)
-    proj = (np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy)
-    wave = np.sin(freq[:, None, None] * proj + phase[:, None, None])  # (n, 32, 32)
-    c0 = rng.uniform(0, 255, (n, 1, 1, 3))
-    c1 = rng.uniform(0, 255, (n, 1, 1, 3))
-    img = c0 + (c1 - c0) * (wave[..., None] + 1) / 2
-    img += rng.normal(0, noise * 255, img.shape)
-    for i in range(n):  # an occluding patch of random colour
-        s = int(rng.integers(6, 14))
-        y, x = rng.integers(0, 32 - s, 2)
-        img[i, y:y + s, x:x + s] = rng.uniform(0, 255, 3)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
-
-
-def make_cifar_demo(root: str,
-                    num_train: int = 5000,
-                    num_test: int = 1000,
-                    noise: float = 0.35,
-                    seed: int = 0) -> Dict[str, object]:
-    """Write a generated 10-class set in CIFAR-10's python-version layout.
-
-    Args:
-        root (str): plays ``data/cifar10``.
-        num_train (int): training images (split into the 5 batches).
-        num_test (int): test images.
-        noise (float): standard deviation of the pixel noise, in units of
-            the 0-255 range.
-        seed (int): everything written is a function of it.
-
-    Returns:
-        dict: ``data_root``, ``classes``, ``files``.
-    """
-    from ..datasets.cifar import CIFAR10_CLASSES, write_cifar
-    if num_train < 5 or num_test < 1:
-        raise ValueError(f'num_train must be >= 5 (five batches) and num_test >= 1, '
-                         f'got {num_train}, {num_test}')
-    files = []
-    for split, num, sub_seed in (('train', num_train, 4), ('test', num_test, 5)):
-        rng = np.random.default_rng([seed, sub_seed])
-        labels = np.arange(num) % 10
-        rng.shuffle(labels)
-        files += write_cifar(root, split, _grating_images(rng, labels, noise),
-                             labels.tolist())
-    return dict(data_root=root, classes=CIFAR10_CLASSES, files=files)
-
-
 DEMO_DATASETS = {'coco': make_coco_demo, 'cityscapes': make_cityscapes_demo,
                  'imagenet': make_imagenet_demo, 'cifar': make_cifar_demo}
 STAMP_FILE = '.acon_mm_demo.json'
