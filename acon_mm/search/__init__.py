@@ -10,15 +10,17 @@ from .strategies import (
     STRATEGIES,
     ControllerStrategy,
     ExhaustiveStrategy,
+    Progress,
     RandomStrategy,
     Record,
     build_strategy,
     first_hit,
     run_search,
+    search_step,
 )
 
 __all__ = [
     'Controller', 'Screened', 'probe_points', 'screen', 'SearchSpace', 'Tokens',
     'STRATEGIES', 'ControllerStrategy', 'ExhaustiveStrategy', 'RandomStrategy', 'Record',
-    'build_strategy', 'first_hit', 'run_search'
+    'Progress', 'search_step',    'build_strategy', 'first_hit', 'run_search'
 ]

@@ -11,17 +11,18 @@ a rejected one gets reward 0 and its reason without evaluation, a function
 already seen gets the earlier reward without evaluation, and only new functions
 are evaluated and count against the budget.
 """
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .controller import Controller
-from .screen import screen
+from .screen import Screened, screen
 from .space import SearchSpace, Tokens
 
 __all__ = ['ExhaustiveStrategy', 'RandomStrategy', 'ControllerStrategy',
-           'STRATEGIES', 'build_strategy', 'Record', 'run_search', 'first_hit']
+           'STRATEGIES', 'build_strategy', 'Record', 'Progress', 'search_step', 'run_search',
+           'first_hit']
 
 
 class ExhaustiveStrategy:
@@ -113,7 +114,8 @@ def build_strategy(name: str, space: SearchSpace, seed: int = 0, **kwargs):
 class Record:
     """One proposal and what became of it. ``status``: ``'evaluated'``,
     ``'duplicate'`` (of ``duplicate_of``, an earlier expression), ``'rejected'``
-    or ``'diverged'`` (the evaluator's reason); ``step``: the proposal's index."""
+    or ``'diverged'`` (the evaluator's reason); ``step``: the proposal's index;
+    ``fingerprint``: the function's key (:func:`~acon_mm.search.screen.screen`)."""
     step: int
     tokens: Tokens
     expression: str
@@ -122,6 +124,89 @@ class Record:
     reason: Optional[str] = None
     duplicate_of: Optional[str] = None
     evaluations: int = field(default=0)
+    fingerprint: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d['tokens'] = list(self.tokens)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'Record':
+        return cls(**{**d, 'tokens': tuple(d['tokens'])})
+
+
+#: ``evaluate_many(screened) -> [(reward, reason)]``: ``reason`` is None for a
+#: trained child, the message for a diverged one (reward 0)
+BatchEvaluator = Callable[[List[Screened]], List[Tuple[float, Optional[str]]]]
+
+
+@dataclass
+class Progress:
+    """One strategy's search so far: its records and the functions it evaluated."""
+    records: List[Record] = field(default_factory=list)
+
+    @property
+    def evaluated(self) -> int:
+        return sum(r.evaluations for r in self.records)
+
+    @property
+    def seen(self) -> Dict[str, Record]:
+        return {r.fingerprint: r for r in self.records if r.evaluations}
+
+
+def search_step(strategy, progress: Progress, budget: int, batch_size: int,
+                evaluate_many: BatchEvaluator) -> List[Record]:
+    """One batch: propose, screen, evaluate the new functions together (so that a
+    caller can train them in parallel), record and feed the rewards back.
+
+    A rejected proposal gets reward 0 and its reason; a function this strategy
+    saw before (or earlier in the batch) gets that reward without evaluation;
+    once ``budget`` functions are evaluated the rest of the batch is not used.
+    Returns the batch's records (also appended to ``progress``).
+    """
+    proposals = strategy.propose(batch_size)
+    seen = progress.seen
+    first_in_batch: Dict[str, int] = {}
+    plan, new = [], []  # plan: (tokens, screened, kind)
+    evaluated = progress.evaluated
+    for tokens in proposals:
+        s = screen(strategy.space.to_expression(tokens))
+        if not s.ok:
+            plan.append((tokens, s, 'rejected'))
+        elif s.fingerprint in seen or s.fingerprint in first_in_batch:
+            plan.append((tokens, s, 'duplicate'))
+        elif evaluated + len(new) >= budget:
+            break  # the budget is spent: this proposal is not used
+        else:
+            first_in_batch[s.fingerprint] = len(new)
+            new.append(s)
+            plan.append((tokens, s, 'new'))
+    results = list(evaluate_many(new)) if new else []
+    if len(results) != len(new):
+        raise RuntimeError(f'the evaluator returned {len(results)} results for {len(new)}')
+    out: List[Record] = []
+    for tokens, s, kind in plan:
+        step = len(progress.records) + len(out)
+        if kind == 'rejected':
+            rec = Record(step, tokens, s.expression, 'rejected', 0.0, s.reason)
+        elif kind == 'new':
+            reward, reason = results[first_in_batch[s.fingerprint]]
+            rec = Record(step, tokens, s.expression,
+                         'evaluated' if reason is None else 'diverged',
+                         float(reward) if reason is None else 0.0, reason,
+                         evaluations=1, fingerprint=s.fingerprint)
+            seen[s.fingerprint] = rec
+        else:
+            first = seen[s.fingerprint]
+            rec = Record(step, tokens, s.expression, 'duplicate', first.reward,
+                         first.reason, duplicate_of=first.expression,
+                         fingerprint=s.fingerprint)
+        out.append(rec)
+    progress.records.extend(out)
+    if out:
+        strategy.observe([r.tokens for r in out], [r.reward for r in out])
+    return out
 
 
 def run_search(strategy, evaluate: Callable[[str], float], budget: int,
@@ -143,45 +228,22 @@ def run_search(strategy, evaluate: Callable[[str], float], budget: int,
     if budget < 1 or batch_size < 1:
         raise ValueError(f'budget and batch_size must be >= 1, got {budget}, {batch_size}')
     max_proposals = max_proposals or 50 * budget
-    records: List[Record] = []
-    seen: Dict[str, Record] = {}  # fingerprint -> the evaluated record
-    screened: Dict[Tokens, object] = {}
-    evaluated = 0
-    while evaluated < budget and len(records) < max_proposals and not strategy.exhausted:
-        proposals = strategy.propose(batch_size)
-        if not proposals:
+
+    def one(s: Screened) -> Tuple[float, Optional[str]]:
+        try:
+            return float(evaluate(s.expression)), None
+        except FloatingPointError as e:
+            return 0.0, str(e)
+
+    progress = Progress()
+    while (progress.evaluated < budget and len(progress.records) < max_proposals
+           and not strategy.exhausted):
+        if not search_step(strategy, progress, budget, batch_size,
+                           lambda new: [one(s) for s in new]):
             break
-        rewards = []
-        for tokens in proposals:
-            if tokens not in screened:
-                screened[tokens] = screen(strategy.space.to_expression(tokens))
-            s = screened[tokens]
-            step = len(records)
-            if not s.ok:
-                rec = Record(step, tokens, s.expression, 'rejected', 0.0, s.reason)
-            elif s.fingerprint in seen:
-                first = seen[s.fingerprint]
-                rec = Record(step, tokens, s.expression, 'duplicate', first.reward,
-                             first.reason, duplicate_of=first.expression)
-            elif evaluated >= budget:
-                break  # the budget is spent: this proposal is not used
-            else:
-                evaluated += 1
-                try:
-                    reward = float(evaluate(s.expression))
-                    rec = Record(step, tokens, s.expression, 'evaluated', reward,
-                                 evaluations=1)
-                except FloatingPointError as e:
-                    rec = Record(step, tokens, s.expression, 'diverged', 0.0, str(e),
-                                 evaluations=1)
-                seen[s.fingerprint] = rec
-            records.append(rec)
-            rewards.append(rec.reward)
-        if rewards:
-            strategy.observe(proposals[:len(rewards)], rewards)
-        if stop is not None and stop(records):
+        if stop is not None and stop(progress.records):
             break
-    return records
+    return progress.records
 
 
 def first_hit(records: Sequence[Record], threshold: float) -> Optional[int]:
