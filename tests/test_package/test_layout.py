@@ -2,7 +2,8 @@
 
 Levels, bottom to top (a module may import its own level and those below):
 ``version``/``utils`` -> ``ops`` -> ``models`` -> ``datasets`` -> ``engine`` ->
-``analysis``/``testing`` -> ``patches`` -> ``acon_mm`` itself. Imports inside
+``analysis``/``testing`` -> ``search`` (its runner is the study's machinery) /
+``patches`` -> ``acon_mm`` itself. Imports inside
 functions count too: a lazy import that points up is a hidden cycle.
 """
 import ast
@@ -17,7 +18,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 PKG = osp.join(ROOT, 'acon_mm')
 
 LEVELS = {
-    'version': 0, 'utils': 0, 'ops': 1, 'models': 2, 'datasets': 3, 'search': 3,
+    'version': 0, 'utils': 0, 'ops': 1, 'models': 2, 'datasets': 3, 'search': 6,
     'engine': 4, 'analysis': 5, 'testing': 5, 'patches': 6, '': 7
 }
 
