@@ -27,3 +27,15 @@ def test_make_demo_data_cifar_stamp(tmp_path):
         {'cifar': True}
     assert make_demo_data(str(tmp_path), which=['cifar'], cifar_kwargs=kw, log=None) == \
         {'cifar': False}
+
+
+def test_generated_cifar_contrast_and_bad_arguments(tmp_path):
+    import pytest
+    out = make_cifar_demo(str(tmp_path / 'a'), num_train=50, num_test=10, noise=0.0)
+    imgs = read_cifar(out['data_root'], 'train')[0].astype(float)
+    # without noise every grating spans at least `contrast` (100) in each channel
+    # (the occluding patch can only widen the range)
+    spread = imgs.reshape(50, -1, 3).max(1) - imgs.reshape(50, -1, 3).min(1)
+    assert spread.min() >= 90
+    with pytest.raises(ValueError, match='contrast'):
+        make_cifar_demo(str(tmp_path / 'b'), num_train=50, num_test=10, contrast=300)
