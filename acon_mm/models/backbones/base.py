@@ -14,7 +14,7 @@ A subclass lists its frozen modules in :meth:`_frozen_modules` and describes
 itself for error messages in :meth:`_describe`.
 """
 import copy
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch.nn as nn
 import torch.utils.checkpoint as cp
@@ -94,6 +94,11 @@ class BaseACONBackbone(BaseModule):
         """e.g. ``'ResNetACON(depth=50, acon_cfg=...)'`` for error messages."""
         return type(self).__name__
 
+    def _pretrained_optional(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """Key prefixes a pretrained checkpoint may lack (modules added to the
+        plain network) and keys it may hold that are not loaded."""
+        return (), ()
+
     def _frozen_modules(self) -> List[nn.Module]:
         """The modules that ``frozen_stages`` freezes."""
         raise NotImplementedError
@@ -108,7 +113,9 @@ class BaseACONBackbone(BaseModule):
         """Initialise; a local ``Pretrained`` checkpoint is checked key for key first."""
         path = pretrained_path(self.init_cfg)
         if path is not None and self.strict_pretrained and not self.is_init:
-            check_pretrained_keys(self, path, self._describe())
+            absent, dropped = self._pretrained_optional()
+            check_pretrained_keys(self, path, self._describe(), absent_ok=absent,
+                                  unexpected_ok=dropped)
         super().init_weights()
 
     def train(self, mode: bool = True) -> 'BaseACONBackbone':

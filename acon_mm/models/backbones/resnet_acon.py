@@ -40,149 +40,17 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
 from mmcv.cnn import build_conv_layer
-from mmengine.model import BaseModule, Sequential
+from mmengine.model import Sequential
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from ..layers import build_acon_layer, name_acon_layers
-from .base import BaseACONBackbone, build_norm, maybe_checkpoint, with_switch_norm
+from ..layers import name_acon_layers
+from .base import BaseACONBackbone, build_norm, with_switch_norm
+from .resnet_blocks import BasicBlockACON, BottleneckACON, _act, check_plugins, stage_plugins
 
 __all__ = ['ResNetACON', 'BasicBlockACON', 'BottleneckACON']
 
 ACON_POSITIONS = ('paper', 'all')
-
-
-def _relu() -> nn.Module:
-    return nn.ReLU(inplace=True)
-
-
-def _act(acon_cfg: Optional[dict], channels: int, where: str,
-         use_acon: bool) -> nn.Module:
-    """``acon_cfg`` at an ACON position, an in-place ReLU elsewhere."""
-    if use_acon:
-        return build_acon_layer(acon_cfg, channels, where=where)
-    return _relu()
-
-
-class BasicBlockACON(BaseModule):
-    """ResNet basic block (two 3x3 convs); both activations are ``acon_cfg``.
-
-    ``conv1`` (3x3, stride, dilation) -> ``bn1`` -> ``acon1`` -> ``conv2`` (3x3)
-    -> ``bn2`` -> add shortcut -> ``acon2``.
-
-    Args:
-        inplanes (int): input channels.
-        planes (int): output channels (expansion 1).
-        stride (int): stride of ``conv1``.
-        dilation (int): dilation (and padding) of ``conv1``.
-        downsample (nn.Module, optional): shortcut projection.
-        style (str): ignored for basic blocks (kept for a common signature).
-        with_cp (bool): gradient checkpointing of the block.
-        conv_cfg (dict, optional): conv layer config.
-        norm_cfg (dict): norm layer config.
-        conv_bias (bool): biased convolutions.
-        acon_cfg (dict, optional): activation config.
-        acon_positions (str): ``'paper'`` or ``'all'`` (same for basic blocks).
-        where (str): module path, used in error messages.
-        init_cfg (dict, optional): initialisation config.
-    """
-
-    expansion = 1
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 dilation: int = 1, downsample: Optional[nn.Module] = None,
-                 style: str = 'caffe', with_cp: bool = False,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: dict = dict(type='BN'), conv_bias: bool = True,
-                 acon_cfg: Optional[dict] = dict(type='AconC'),
-                 acon_positions: str = 'paper', where: str = '',
-                 init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg)
-        self.with_cp = with_cp
-        self.conv1 = build_conv_layer(conv_cfg, inplanes, planes, 3,
-                                      stride=stride, padding=dilation,
-                                      dilation=dilation, bias=conv_bias)
-        self.bn1 = build_norm(norm_cfg, planes)
-        self.acon1 = _act(acon_cfg, planes, f'{where}.acon1', True)
-        self.conv2 = build_conv_layer(conv_cfg, planes, planes, 3, padding=1,
-                                      bias=conv_bias)
-        self.bn2 = build_norm(norm_cfg, planes)
-        self.acon2 = _act(acon_cfg, planes, f'{where}.acon2', True)
-        self.downsample = downsample
-        self.stride = stride
-        self.dilation = dilation
-
-    def forward(self, x: Tensor) -> Tensor:
-
-        def _inner_forward(x):
-            identity = x
-            out = self.acon1(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            return out + identity
-
-        return self.acon2(maybe_checkpoint(_inner_forward, x, self.with_cp))
-
-
-class BottleneckACON(BaseModule):
-    """ResNet bottleneck (expansion 4) with ACON after the 3x3 conv.
-
-    ``conv1`` (1x1) -> ``bn1`` -> ``act1`` -> ``conv2`` (3x3, dilation) -> ``bn2``
-    -> ``acon`` -> ``conv3`` (1x1) -> ``bn3`` -> add shortcut -> ``act3``.
-    ``style='caffe'`` (the official network) puts the stride on ``conv1``,
-    ``style='pytorch'`` on ``conv2``. ``act1``/``act3`` are ``acon_cfg`` only with
-    ``acon_positions='all'``, ``nn.ReLU`` otherwise.
-
-    Args: see :class:`BasicBlockACON`.
-    """
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1,
-                 dilation: int = 1, downsample: Optional[nn.Module] = None,
-                 style: str = 'caffe', with_cp: bool = False,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: dict = dict(type='BN'), conv_bias: bool = True,
-                 acon_cfg: Optional[dict] = dict(type='AconC'),
-                 acon_positions: str = 'paper', where: str = '',
-                 init_cfg: Optional[dict] = None):
-        super().__init__(init_cfg)
-        assert style in ('pytorch', 'caffe')
-        self.with_cp = with_cp
-        self.style = style
-        self.stride = stride
-        self.dilation = dilation
-        conv1_stride, conv2_stride = (stride, 1) if style == 'caffe' else (1, stride)
-        all_pos = acon_positions == 'all'
-        out_ch = planes * self.expansion
-        self.conv1 = build_conv_layer(conv_cfg, inplanes, planes, 1,
-                                      stride=conv1_stride, bias=conv_bias)
-        self.bn1 = build_norm(norm_cfg, planes)
-        self.act1 = _act(acon_cfg, planes, f'{where}.act1', all_pos)
-        self.conv2 = build_conv_layer(conv_cfg, planes, planes, 3,
-                                      stride=conv2_stride, padding=dilation,
-                                      dilation=dilation, bias=conv_bias)
-        self.bn2 = build_norm(norm_cfg, planes)
-        self.acon = _act(acon_cfg, planes, f'{where}.acon', True)
-        self.conv3 = build_conv_layer(conv_cfg, planes, out_ch, 1,
-                                      bias=conv_bias)
-        self.bn3 = build_norm(norm_cfg, out_ch)
-        self.act3 = _act(acon_cfg, out_ch, f'{where}.act3', all_pos)
-        self.downsample = downsample
-
-    def forward(self, x: Tensor) -> Tensor:
-
-        def _inner_forward(x):
-            identity = x
-            out = self.act1(self.bn1(self.conv1(x)))
-            out = self.acon(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            if self.downsample is not None:
-                identity = self.downsample(x)
-            return out + identity
-
-        return self.act3(maybe_checkpoint(_inner_forward, x, self.with_cp))
 
 
 @MODELS.register_module()
@@ -224,6 +92,13 @@ class ResNetACON(BaseACONBackbone):
         norm_eval (bool): keep every BatchNorm (meta-ACON switch BNs included)
             in eval mode while training. Default: False.
         with_cp (bool): gradient checkpointing of each block. Default: False.
+        dcn (dict, optional): deformable 3x3 conv of the bottlenecks, mmdet's
+            format, e.g. ``dict(type='DCNv2', deform_groups=1,
+            fallback_on_stride=False)`` (:mod:`.resnet_blocks`).
+        stage_with_dcn (Sequence[bool]): the stages that get ``dcn``.
+        plugins (list[dict], optional): mmdet's plugins, e.g. GCNet's
+            ``[dict(cfg=dict(type='ContextBlock', ratio=1. / 16),
+            stages=(False, True, True, True), position='after_conv3')]``.
         conv_bias (bool): biased convolutions (official). Default: True.
         zero_init_residual (bool): zero-init the last norm of each block when no
             ``init_cfg`` is given. Default: True.
@@ -273,6 +148,9 @@ class ResNetACON(BaseACONBackbone):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 dcn: Optional[dict] = None,
+                 stage_with_dcn: Sequence[bool] = (False, False, False, False),
+                 plugins: Optional[List[dict]] = None,
                  conv_bias: bool = True,
                  zero_init_residual: bool = True,
                  strict_pretrained: bool = True,
@@ -308,6 +186,10 @@ class ResNetACON(BaseACONBackbone):
                 f'{name}: frozen_stages={frozen_stages!r} is out of range; valid '
                 f'values are -1 (nothing), 0 (stem) .. {num_stages} (stem and '
                 f'stages 1..{num_stages})')
+        if dcn is not None and len(stage_with_dcn) != num_stages:
+            raise ValueError(f'{name}: stage_with_dcn {tuple(stage_with_dcn)} needs one '
+                             f'entry per stage ({num_stages})')
+        check_plugins(plugins, num_stages, name)
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError(f'{name}: give init_cfg or pretrained, not both')
@@ -331,6 +213,9 @@ class ResNetACON(BaseACONBackbone):
         self.norm_cfg = norm_cfg
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.dcn = dcn
+        self.stage_with_dcn = tuple(stage_with_dcn)
+        self.plugins = plugins
         self.conv_bias = conv_bias
         self.zero_init_residual = zero_init_residual
         self.strict_pretrained = strict_pretrained
@@ -353,7 +238,7 @@ class ResNetACON(BaseACONBackbone):
             layer_name = f'layer{i + 1}'
             layer = self._make_res_layer(inplanes, planes, num_blocks,
                                          self.strides[i], self.dilations[i],
-                                         layer_name, block_init_cfg)
+                                         layer_name, block_init_cfg, stage=i)
             inplanes = planes * self.block.expansion
             self.add_module(layer_name, layer)
             self.res_layers.append(layer_name)
@@ -388,7 +273,7 @@ class ResNetACON(BaseACONBackbone):
 
     def _make_res_layer(self, inplanes: int, planes: int, num_blocks: int,
                         stride: int, dilation: int, layer_name: str,
-                        block_init_cfg: Optional[dict]) -> Sequential:
+                        block_init_cfg: Optional[dict], stage: int = 0) -> Sequential:
         block = self.block
         out_ch = planes * block.expansion
         downsample = None
@@ -411,6 +296,9 @@ class ResNetACON(BaseACONBackbone):
                       conv_cfg=self.conv_cfg, norm_cfg=self.norm_cfg,
                       conv_bias=self.conv_bias, acon_cfg=self.acon_cfg,
                       acon_positions=self.acon_positions,
+                      dcn=self.dcn if self.dcn is not None and self.stage_with_dcn[stage]
+                      else None,
+                      plugins=stage_plugins(self.plugins, stage),
                       init_cfg=block_init_cfg)
         layers = [block(inplanes, planes, stride=stride,
                         dilation=first_dilation, downsample=downsample,
@@ -423,6 +311,45 @@ class ResNetACON(BaseACONBackbone):
 
     def _describe(self) -> str:
         return f'ResNetACON(depth={self.depth}, acon_cfg={self.acon_cfg})'
+
+    # -- dcn and plugins -----------------------------------------------------
+    def _pretrained_optional(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+        """What an ImageNet checkpoint of the plain network cannot fit: the
+        DCN offsets and the plugins (absent: they keep their init) and the
+        ``conv2.bias`` that mmcv's unbiased ``DCN`` drops (present: not loaded)."""
+        absent, dropped = [], []
+        for name, m in self.named_modules():
+            if isinstance(m, BottleneckACON):
+                if hasattr(m.conv2, 'conv_offset'):
+                    absent.append(f'{name}.conv2.conv_offset.')
+                    if self.conv_bias and getattr(m.conv2, 'bias', None) is None:
+                        dropped.append(f'{name}.conv2.bias')
+                for pos in ('after_conv1', 'after_conv2', 'after_conv3'):
+                    absent += [f'{name}.{p}.' for p in getattr(m, f'{pos}_plugin_names')]
+        return tuple(absent), tuple(dropped)
+
+    def init_weights(self) -> None:
+        """Initialise; unless a checkpoint is loaded, the DCN offsets start at
+        zero and plugins without ``init_weights`` get their own
+        ``reset_parameters`` back after the default Kaiming init."""
+        super().init_weights()
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        if any(isinstance(c, dict) and c.get('type') == 'Pretrained' for c in cfgs):
+            return
+        for m in self.modules():
+            if not isinstance(m, BottleneckACON):
+                continue
+            if hasattr(m.conv2, 'conv_offset'):
+                nn.init.zeros_(m.conv2.conv_offset.weight)
+                nn.init.zeros_(m.conv2.conv_offset.bias)
+            for pos in ('after_conv1', 'after_conv2', 'after_conv3'):
+                for name in getattr(m, f'{pos}_plugin_names'):
+                    plugin = getattr(m, name)
+                    # e.g. ContextBlock's zero-initialised last conv (the block
+                    # starts as the identity), which the Kaiming init overwrote
+                    if not hasattr(plugin, 'init_weights') and \
+                            hasattr(plugin, 'reset_parameters'):
+                        plugin.reset_parameters()
 
     # -- freezing ------------------------------------------------------------
     def _frozen_modules(self) -> List[nn.Module]:

@@ -14,7 +14,8 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from .base import build_norm
-from .resnet_acon import BasicBlockACON, ResNetACON, _act
+from .resnet_acon import ResNetACON
+from .resnet_blocks import BasicBlockACON, _act
 
 __all__ = ['ResNetCIFARACON']
 

@@ -13,7 +13,7 @@ checkpoint written by an ImageNet classification config of
 keys under that prefix, as mmengine loads it.
 """
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
@@ -67,7 +67,9 @@ def _select_prefix(sd: Dict[str, Any], prefix: str, path: str,
 
 
 def check_pretrained_keys(module: nn.Module, path: str, where: str,
-                          prefix: Optional[str] = None) -> None:
+                          prefix: Optional[str] = None,
+                          absent_ok: Sequence[str] = (),
+                          unexpected_ok: Sequence[str] = ()) -> None:
     """Raise if checkpoint ``path`` does not fit ``module`` key for key.
 
     Args:
@@ -78,6 +80,9 @@ def check_pretrained_keys(module: nn.Module, path: str, where: str,
             mmengine's ``Pretrained(prefix=...)`` loads them. ``None`` takes
             the prefix of ``module.init_cfg``'s ``Pretrained`` entry for
             ``path`` (if any).
+        absent_ok: key prefixes of ``module`` the checkpoint may lack (modules
+            added to the plain network: DCN offsets, plugins).
+        unexpected_ok: checkpoint keys ``module`` may lack (not loaded).
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message says how to
@@ -107,7 +112,9 @@ def check_pretrained_keys(module: nn.Module, path: str, where: str,
     if prefix:
         sd = _select_prefix(sd, prefix, path, where)
     sd = strip_module_prefix(sd)
-    own = module.state_dict()
+    own = {k: v for k, v in module.state_dict().items()
+           if k in sd or not k.startswith(tuple(absent_ok))}
+    sd = {k: v for k, v in sd.items() if k in own or k not in set(unexpected_ok)}
     problems, unexpected = state_dict_mismatches(
         {k: tuple(v.shape) for k, v in own.items()}, sd, limit=8)
     if not problems:
