@@ -54,7 +54,8 @@ def parse_args(argv=None):
     p.add_argument('--metric', help='the test metric rewarded (default: bbox mAP, mIoU '
                    'or top-1, whichever the child reports)')
     p.add_argument('--iters', type=int, help="shorten the child's schedule to N iterations")
-    p.add_argument('--val-interval', type=int)
+    p.add_argument('--val-interval', type=int,
+                   help="validate the children every N iterations")
     p.add_argument('--work-dir', help='default: work_dirs/search/<config name>')
     p.add_argument('--data-root', help="the child's data (e.g. the real CIFAR-10)")
     p.add_argument('--cpu', action='store_true', help='train the children without CUDA')
@@ -63,14 +64,16 @@ def parse_args(argv=None):
     p.add_argument('--resume', action='store_true', help='continue the search in WORK_DIR')
     p.add_argument('--report-only', action='store_true',
                    help='train nothing: write the report from the state')
-    p.add_argument('--activation-key', default='model.backbone.acon_cfg')
+    p.add_argument('--activation-key', default='model.backbone.acon_cfg',
+                   help="the child config's key set per candidate (default: %(default)s)")
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
                    help="override the child config's settings")
     p.add_argument('--transfer', type=int, default=0, metavar='K',
                    help='train the top K with --transfer-config through the study')
     p.add_argument('--transfer-config', help='the config the top K are transferred to')
-    p.add_argument('--transfer-iters', type=int)
-    p.add_argument('--transfer-data-root')
+    p.add_argument('--transfer-iters', type=int,
+                   help="shorten the transfer config's schedule to N iterations")
+    p.add_argument('--transfer-data-root', help="the transfer config's data")
     return p.parse_args(argv)
 
 
