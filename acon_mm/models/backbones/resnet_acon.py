@@ -324,8 +324,7 @@ class ResNetACON(BaseACONBackbone):
                     absent.append(f'{name}.conv2.conv_offset.')
                     if self.conv_bias and getattr(m.conv2, 'bias', None) is None:
                         dropped.append(f'{name}.conv2.bias')
-                for pos in ('after_conv1', 'after_conv2', 'after_conv3'):
-                    absent += [f'{name}.{p}.' for p in getattr(m, f'{pos}_plugin_names')]
+                absent += [f'{name}.{p}.' for p in m.all_plugin_names]
         return tuple(absent), tuple(dropped)
 
     def init_weights(self) -> None:
@@ -342,14 +341,13 @@ class ResNetACON(BaseACONBackbone):
             if hasattr(m.conv2, 'conv_offset'):
                 nn.init.zeros_(m.conv2.conv_offset.weight)
                 nn.init.zeros_(m.conv2.conv_offset.bias)
-            for pos in ('after_conv1', 'after_conv2', 'after_conv3'):
-                for name in getattr(m, f'{pos}_plugin_names'):
-                    plugin = getattr(m, name)
-                    # e.g. ContextBlock's zero-initialised last conv (the block
-                    # starts as the identity), which the Kaiming init overwrote
-                    if not hasattr(plugin, 'init_weights') and \
-                            hasattr(plugin, 'reset_parameters'):
-                        plugin.reset_parameters()
+            for name in m.all_plugin_names:
+                plugin = getattr(m, name)
+                # e.g. ContextBlock's zero-initialised last conv (the block
+                # starts as the identity), which the Kaiming init overwrote
+                if not hasattr(plugin, 'init_weights') and \
+                        hasattr(plugin, 'reset_parameters'):
+                    plugin.reset_parameters()
 
     # -- freezing ------------------------------------------------------------
     def _frozen_modules(self) -> List[nn.Module]:

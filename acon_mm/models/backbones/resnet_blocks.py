@@ -244,6 +244,11 @@ class BottleneckACON(BaseModule):
             names.append(name)
         return names
 
+    @property
+    def all_plugin_names(self) -> List[str]:
+        """The plugins' module names, all positions in order."""
+        return [n for pos in PLUGIN_POSITIONS for n in getattr(self, f'{pos}_plugin_names')]
+
     def _run_plugins(self, x: Tensor, names: List[str]) -> Tensor:
         for name in names:
             x = getattr(self, name)(x)
