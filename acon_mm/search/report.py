@@ -57,6 +57,14 @@ def _counts(records: List[dict]) -> dict:
     return out
 
 
+def _save_figure(fig, path: str) -> str:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _plots(state: dict, board: List[dict], work_dir: str, top: int = 6) -> Dict[str, str]:
     import matplotlib
     matplotlib.use('Agg')
@@ -83,10 +91,7 @@ def _plots(state: dict, board: List[dict], work_dir: str, top: int = 6) -> Dict[
     ax.set(xlabel='x', ylabel='f(x) (betas = 1)', ylim=(-6, 8),
            title='top functions and the references')
     ax.legend(fontsize=6)
-    paths['shapes'] = osp.join(work_dir, 'search_shapes.png')
-    fig.tight_layout()
-    fig.savefig(paths['shapes'], dpi=120)
-    plt.close(fig)
+    paths['shapes'] = _save_figure(fig, osp.join(work_dir, 'search_shapes.png'))
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, records in state['progress'].items():
         xs, ys, n, best = [], [], 0, 0.0
@@ -103,10 +108,7 @@ def _plots(state: dict, board: List[dict], work_dir: str, top: int = 6) -> Dict[
     ax.set(xlabel='functions evaluated', ylabel='best reward so far',
            title='strategies at equal budget')
     ax.legend(fontsize=7)
-    paths['curves'] = osp.join(work_dir, 'search_curves.png')
-    fig.tight_layout()
-    fig.savefig(paths['curves'], dpi=120)
-    plt.close(fig)
+    paths['curves'] = _save_figure(fig, osp.join(work_dir, 'search_curves.png'))
     return paths
 
 
