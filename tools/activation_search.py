@@ -79,9 +79,8 @@ def parse_args(argv=None):
 
 def _transfer(args, state, work_dir):
     from acon_mm.analysis.study import run_study
-    from acon_mm.search.report import leaderboard
-    top = [b['expression'] for b in leaderboard(state)
-           if not b['reference'] and b['status'] == 'evaluated'][:args.transfer]
+    from acon_mm.search.report import leaderboard, top_functions
+    top = top_functions(leaderboard(state), args.transfer)
     acts = ['ReLU', 'SwishBeta', 'AconC'] + top
     report = run_study([args.transfer_config], activations=acts,
                        work_dir=osp.join(work_dir, 'transfer'), iters=args.transfer_iters,

@@ -13,7 +13,7 @@ import os.path as osp
 import statistics
 from typing import Dict, List
 
-__all__ = ['leaderboard', 'write_search_report']
+__all__ = ['leaderboard', 'top_functions', 'write_search_report']
 
 
 def _std(values: List[float]) -> float:
@@ -23,13 +23,20 @@ def _std(values: List[float]) -> float:
 def leaderboard(state: dict) -> List[dict]:
     """Every function trained, best first: ``expression``, ``reward``, ``std``,
     ``rewards`` per seed, ``status``, ``found_by`` ({strategy: first step}),
-    ``reference`` (True for a control)."""
+    ``reference`` (True for a control), ``same_as`` (the expression of the
+    reference or earlier find that is the same function on the probe, whose
+    reward it got without training; None for a function trained itself)."""
+    from .screen import screen
     rows: Dict[str, dict] = {}
+    owner: Dict[str, str] = {}  # fingerprint -> the first expression with it
     for ref in state['references'] or []:
+        fp = screen(ref['activation']).fingerprint
         rows[ref['activation']] = dict(
             expression=ref['activation'], reward=ref['reward'], rewards=ref['rewards'],
             std=_std(ref['rewards']), status='diverged' if ref['reason'] else 'evaluated',
-            reason=ref['reason'], found_by={}, reference=True)
+            reason=ref['reason'], found_by={}, reference=True, same_as=None)
+        if fp:
+            owner.setdefault(fp, ref['activation'])
     for name, records in state['progress'].items():
         for r in records:
             if not r['evaluations']:
@@ -41,7 +48,10 @@ def leaderboard(state: dict) -> List[dict]:
                 row = rows[r['expression']] = dict(
                     expression=r['expression'], reward=r['reward'], rewards=rewards,
                     std=_std(rewards), status=r['status'], reason=r['reason'],
-                    found_by={}, reference=False)
+                    found_by={}, reference=False, same_as=None)
+                first = owner.setdefault(r['fingerprint'], r['expression'])
+                if first != r['expression']:
+                    row['same_as'] = first
             row['found_by'].setdefault(name, r['step'])
     board = sorted(rows.values(), key=lambda d: -d['reward'])
     for rank, row in enumerate(board, 1):
@@ -116,7 +126,15 @@ def _cell(row: dict) -> str:
     if row['status'] == 'diverged':
         return 'diverged (0)'
     spread = f' ± {row["std"]:.2f}' if len(row['rewards']) > 1 else ''
-    return f'{row["reward"]:.2f}{spread}'
+    same = f' (= `{row["same_as"]}`, not trained again)' if row.get('same_as') else ''
+    return f'{row["reward"]:.2f}{spread}{same}'
+
+
+def top_functions(board: List[dict], k: int) -> List[str]:
+    """The ``k`` best functions the search found: trained, not a reference and
+    not the same function as a reference or a better find."""
+    return [b['expression'] for b in board if not b['reference']
+            and b['status'] == 'evaluated' and not b.get('same_as')][:k]
 
 
 def write_search_report(state: dict, work_dir: str, transfer: dict = None) -> Dict[str, str]:

@@ -58,7 +58,6 @@ __all__ = ['REFERENCES', 'STATE_FILE', 'ChildTrainer', 'run_activation_search']
 REFERENCES = ('ReLU', 'x*sigmoid(beta*x)', 'max(x, sigmoid(x))')
 STATE_FILE = 'search_state.pth'
 DIVERGED_FILE = 'search_diverged.json'
-_SAME_AS = {'ReLU': 'max(x, 0)'}  # a reference type and its function
 
 
 class ChildTrainer:
@@ -266,7 +265,7 @@ def run_activation_search(config: str, work_dir: str,
         log(f'search {work_dir}: training the references ' + ', '.join(references))
         outcomes = trainer.evaluate(list(references))
         for ref, outcome in zip(references, outcomes):
-            s = screen(_SAME_AS.get(ref, ref))
+            s = screen(ref)
             if s.ok:
                 children.setdefault(s.fingerprint, outcome)
         state['references'] = outcomes

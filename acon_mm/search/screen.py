@@ -24,10 +24,13 @@ from ..models.layers.expression import (
     parse,
 )
 
-__all__ = ['Screened', 'screen', 'probe_points']
+__all__ = ['Screened', 'screen', 'probe_points', 'FUNCTION_OF']
 
 #: significant digits of the values compared
 ROUND = 6
+
+#: registered activation types that are a function of the grammar (screened as it)
+FUNCTION_OF = {'ReLU': 'max(x, 0)'}
 
 
 def probe_points() -> torch.Tensor:
@@ -70,9 +73,10 @@ def _key(v: torch.Tensor) -> bytes:
 
 
 def screen(expr: Union[str, Node]) -> Screened:
-    """Screen one candidate (text or tree) on :func:`probe_points`."""
+    """Screen one candidate (text or tree) on :func:`probe_points`; a name of
+    :data:`FUNCTION_OF` (``'ReLU'``) is screened as its function."""
     try:
-        node = parse(expr) if isinstance(expr, str) else expr
+        node = parse(FUNCTION_OF.get(expr, expr)) if isinstance(expr, str) else expr
         text = canonical(node)
     except GrammarError as e:
         return Screened(str(expr), f'not in the grammar: {e}')

@@ -205,3 +205,25 @@ def test_controller_finds_planted_function_sooner_than_random():
     assert all(h <= budget for h in hits['controller']), hits
     assert max(hits['controller']) < min(hits['random']), hits
     assert sum(hits['controller']) < 0.6 * sum(hits['random']), hits
+
+
+def test_leaderboard_names_a_reference_in_disguise():
+    """A find that is a reference written otherwise (here ReLU) shares its
+    fingerprint, is shown as that reference and is not transferred."""
+    from acon_mm.search.report import leaderboard, top_functions
+    relu = 'min(abs(-x - abs(x)), max(0, x))'
+    assert screen(relu).fingerprint == screen('ReLU').fingerprint == screen('max(x, 0)').fingerprint
+
+    def rec(step, expr, reward):
+        s = screen(expr)
+        return dict(step=step, tokens=[], expression=s.expression, status='evaluated',
+                    reward=reward, reason=None, duplicate_of=None, evaluations=1,
+                    fingerprint=s.fingerprint)
+
+    ref = dict(activation='ReLU', reward=38.1, rewards=[38.1], reason=None)
+    state = dict(references=[ref], children={},
+                 progress={'controller': [rec(0, relu, 38.1), rec(1, 'tanh(x) + x', 30.0)]})
+    board = leaderboard(state)
+    disguised = [b for b in board if b['expression'] == screen(relu).expression][0]
+    assert disguised['same_as'] == 'ReLU'
+    assert top_functions(board, 3) == [screen('tanh(x) + x').expression]

@@ -34,7 +34,8 @@ __all__ = [
 ]
 
 #: The activation types acon-mm registers (used in error messages).
-ACON_TYPES = ('AconA', 'AconB', 'AconC', 'MetaAconC', 'SwishBeta')
+ACON_TYPES = ('AconA', 'AconB', 'AconC', 'MetaAconC', 'SwishBeta',
+              'HardAconC', 'HardMetaAconC', 'MetaAconCNoBN')  # (variants: acon_variants.py)
 
 
 def _channel_shape(num_channels: int) -> tuple:
