@@ -41,6 +41,9 @@ STACK=(
   # between ruff releases); pre-commit runs the same check as a git hook (.pre-commit-config.yaml)
   "ruff==0.16.9" "pre-commit"
   "numpy<2" "scipy" "tensorboard"
+  # export (tools/deployment/pytorch2onnx.py and its test): torch.onnx's dynamo exporter
+  # needs onnx + onnxscript; onnxruntime checks the exported graph's outputs
+  "onnx" "onnxscript" "onnxruntime"
   # mmengine's Config resolves `_base_ = 'mmdet::...'` with pkg_resources,
   # which setuptools >= 81 no longer ships; torch wants >= 77.
   "setuptools>=77.0.3,<81"

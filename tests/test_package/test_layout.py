@@ -19,7 +19,7 @@ PKG = osp.join(ROOT, 'acon_mm')
 
 LEVELS = {
     'version': 0, 'utils': 0, 'ops': 1, 'models': 2, 'datasets': 3, 'search': 6,
-    'engine': 4, 'analysis': 5, 'testing': 5, 'patches': 6, '': 7
+    'engine': 4, 'analysis': 5, 'testing': 5, 'deployment': 6, 'patches': 6, '': 7
 }
 
 
