@@ -116,5 +116,11 @@ class AconOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         optimizer_cfg = self.optimizer_cfg.copy()
         optimizer_cfg['params'] = self._param_groups(model)
         optimizer = OPTIMIZERS.build(optimizer_cfg)
+        # the registry made the groups ConfigDicts; torch.compile (mmengine's
+        # compile=True compiles train_step, optimizer step included) cannot trace
+        # those: plain dicts, as torch builds them
+        optimizer.param_groups[:] = [
+            {k: (list(v) if k == 'params' else v) for k, v in g.items()}
+            for g in optimizer.param_groups]
         return OPTIM_WRAPPERS.build(optim_wrapper_cfg,
                                     default_args=dict(optimizer=optimizer))
