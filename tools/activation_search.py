@@ -74,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument('--transfer-iters', type=int,
                    help="shorten the transfer config's schedule to N iterations")
     p.add_argument('--transfer-data-root', help="the transfer config's data")
+    p.add_argument('--transfer-cfg-options', nargs='+', action=DictAction,
+                   help="override the transfer config's settings")
     return p.parse_args(argv)
 
 
@@ -85,10 +87,12 @@ def _transfer(args, state, work_dir):
     report = run_study([args.transfer_config], activations=acts,
                        work_dir=osp.join(work_dir, 'transfer'), iters=args.transfer_iters,
                        cpu=args.cpu, jobs=args.jobs, data_root=args.transfer_data_root,
-                       resume=True, flops=False)
-    md = report['markdown']
-    table = md[md.index('| activation'):] if '| activation' in md else md
-    table = table.split('\n\n')[0]
+                       cfg_options=args.transfer_cfg_options, resume=True, flops=False)
+    # the study's first section: its metric table (or why it has none)
+    md = report['markdown'].split('\n## ')[0]
+    blocks = [b for b in md.split('\n\n') if b.startswith('| activation')
+              or b.startswith('**')]
+    table = '\n\n'.join(blocks) or 'The study reported nothing: see its study.md.'
     return dict(config=args.transfer_config, top=top, table=table,
                 study_md=report['files']['md'])
 

@@ -24,7 +24,7 @@ def _trainer(data_root, execute):
                 cfg_options={'train_dataloader.batch_size': 8}, execute=execute)
 
 
-def test_search_killed_mid_batch_resumes_and_reports(run_tool, tmp_path):
+def test_search_killed_mid_batch_resumes_and_reports(run_tool, tmp_path, demo_coco):
     from acon_mm.search.runner import STATE_FILE, run_activation_search
     from acon_mm.testing.cifar_demo import make_cifar_demo
     data = make_cifar_demo(str(tmp_path / 'cifar'), num_train=40, num_test=20)['data_root']
@@ -100,3 +100,24 @@ def test_search_killed_mid_batch_resumes_and_reports(run_tool, tmp_path):
     proc = run_tool('tools/activation_search.py', CHILD, '--work-dir', wd, '--report-only',
                     timeout=120)
     assert proc.returncode == 0 and '## Leaderboard' in proc.stdout, proc.stderr[-2000:]
+
+    # --transfer 1: the best find goes to the detection study beside the controls
+    proc = run_tool('tools/activation_search.py', CHILD, '--work-dir', wd, '--report-only',
+                    '--transfer', '1', '--transfer-config',
+                    'configs/demo/retinanet_r18-aconc_fpn_demo.py', '--transfer-data-root',
+                    demo_coco['data_root'], '--transfer-iters', '2', '--cpu',
+                    # after 2 iterations no score passes the stock 0.05: keep every box
+                    '--transfer-cfg-options', 'model.test_cfg.score_thr=0.0', timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(osp.join(wd, 'search.json')) as f:
+        report = json.load(f)
+    from acon_mm.search.report import top_functions
+    best = top_functions(report['leaderboard'], 1)
+    assert best and report['transfer']['top'] == best
+    study_md = open(report['transfer']['study_md']).read()
+    for act in ('ReLU', 'SwishBeta', 'AconC', best[0]):
+        assert act in study_md, act
+    md = open(osp.join(wd, 'search.md')).read()
+    transfer = md.split('## Transfer')[1]
+    assert '| activation | config | bbox_mAP' in transfer, md[-2000:]
+    assert 'No run reported' not in transfer and 's/iter (train)' not in transfer
