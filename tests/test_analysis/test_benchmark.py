@@ -99,3 +99,17 @@ def test_interleaved_times_resets_between_steps():
     times = bench.interleaved_times({'a': step}, repeats=3, warmup=1, stat='min')
     assert set(times) == {'a'} and times['a'] >= 0
     assert calls == ['step'] + ['reset', 'step'] * 3
+
+
+def test_compiled_twins_and_ratios():
+    """--compile: each detector gets a compiled twin with the same weights, whose
+    step time is reported over eager's."""
+    models = {'ReLU': torch.nn.Linear(3, 2)}
+    assert common.with_compiled(models, False) == models
+    both = common.with_compiled(models, True)
+    assert set(both) == {'ReLU', 'ReLU compiled'}
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(both['ReLU compiled'](x), models['ReLU'](x))
+    assert both['ReLU compiled'].weight is not models['ReLU'].weight  # a copy
+    ratios = common.compile_ratios({'ReLU': 2.0, 'ReLU compiled': 1.0, 'MetaAconC': 3.0})
+    assert ratios == {'ReLU': 0.5}

@@ -63,6 +63,8 @@ def parse_args(argv=None):
                    'properties, else known GPUs)')
     p.add_argument('--dtypes', default='fp32,bf16',
                    help='CUDA: comma-separated dtypes among fp32, bf16, fp16')
+    p.add_argument('--compile', action='store_true',
+                   help='also time the detector under torch.compile (inductor) beside eager')
     p.add_argument('--inner', type=int, default=10,
                    help='CUDA: steps per timed round (one pair of CUDA events)')
     args = p.parse_args(argv)

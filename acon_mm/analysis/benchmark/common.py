@@ -20,6 +20,7 @@ from ...ops import acon_impl
 __all__ = [
     'BenchmarkOptions', 'saved_bytes', 'make_step', 'interleaved_times',
     'machine_name', 'build_retinanet', 'make_det_batch', 'finish_report',
+    'with_compiled', 'compile_ratios',
     'STAGES', 'LAYERS', 'SEARCHED', 'DTYPES', 'DEFAULT_BATCH', 'FUSED_IMPL'
 ]
 
@@ -64,6 +65,9 @@ class BenchmarkOptions:
         peak_gbs (float, optional): CUDA: peak memory bandwidth in GB/s.
         dtypes (str): CUDA: comma-separated dtypes among :data:`DTYPES`.
         inner (int): CUDA: steps per timed round (one pair of CUDA events).
+        compile (bool): the detector also as ``torch.compile`` (inductor) of
+            each model, timed beside eager (the first calls, which compile, are
+            warm-up).
     """
     device: str = 'cpu'
     batch: Optional[int] = None
@@ -79,6 +83,25 @@ class BenchmarkOptions:
     peak_gbs: Optional[float] = None
     dtypes: str = 'fp32,bf16'
     inner: int = 10
+    compile: bool = False
+
+
+def with_compiled(models: dict, enabled: bool) -> dict:
+    """``models`` plus, if ``enabled``, ``'<name> compiled'``: ``torch.compile``
+    (inductor) of a copy of each (same weights; attributes such as
+    ``data_preprocessor`` and ``parse_losses`` reach the original module)."""
+    if not enabled:
+        return dict(models)
+    out = dict(models)
+    for name, model in models.items():
+        out[f'{name} compiled'] = torch.compile(copy.deepcopy(model))
+    return out
+
+
+def compile_ratios(times: dict) -> Dict[str, float]:
+    """``{name: compiled time / eager time}`` for every name timed both ways."""
+    return {n: times[f'{n} compiled'] / t for n, t in times.items()
+            if f'{n} compiled' in times}
 
 
 # --------------------------------------------------------------------------

@@ -17,9 +17,11 @@ from .common import (
     LAYERS,
     BenchmarkOptions,
     build_retinanet,
+    compile_ratios,
     finish_report,
     make_det_batch,
     make_step,
+    with_compiled,
 )
 
 __all__ = [
@@ -220,8 +222,9 @@ def bench_detector_cuda(opts: BenchmarkOptions) -> tuple:
     size = opts.det_size or (320 if opts.quick else 512)
     repeats = opts.det_repeats or (5 if opts.quick else 15)
     torch.manual_seed(0)
-    models = {'ReLU': build_retinanet(dict(type='ReLU')).cuda(),
-              'MetaAconC': build_retinanet(dict(type='MetaAconC')).cuda()}
+    models = with_compiled({'ReLU': build_retinanet(dict(type='ReLU')).cuda(),
+                            'MetaAconC': build_retinanet(dict(type='MetaAconC')).cuda()},
+                           opts.compile)
     data = make_det_batch(opts.det_batch, size)
     steps = {}
     for name, model in models.items():
@@ -245,13 +248,17 @@ def bench_detector_cuda(opts: BenchmarkOptions) -> tuple:
     print(f'\nRetinaNet-R50 AMP train step on CUDA (batch {opts.det_batch}, {size}x{size}; '
           f'median of {repeats} interleaved steps):')
     for name in models:
-        print(f'  {name:<10} {times[name] * 1e3:9.2f} ms')
+        print(f'  {name:<19} {times[name] * 1e3:9.2f} ms')
+    compiled = compile_ratios(times)
+    for name, r in compiled.items():
+        print(f'  {name}: compiled / eager {r:.3f}x')
     print(f'  meta-ACON / ReLU: {ratio:.3f}x (target <= {CUDA_DETECTOR_TARGET})  '
           f'{"PASS" if ok else "FAIL"}')
     return ([(f'CUDA RetinaNet-R50 meta-ACON AMP train step: {ratio:.3f}x ReLU '
               f'(<= {CUDA_DETECTOR_TARGET})', ok)],
             dict(size=size, batch=opts.det_batch, amp='float16',
-                 times_ms={k: v * 1e3 for k, v in times.items()}, ratio=ratio))
+                 times_ms={k: v * 1e3 for k, v in times.items()}, ratio=ratio,
+                 compiled_over_eager=compiled or None))
 
 
 def benchmark_cuda(opts: BenchmarkOptions) -> int:
