@@ -92,3 +92,48 @@ def test_scancel_stops_a_job_and_its_children(tmp_path):
         time.sleep(0.2)
     os.kill(child, 9)
     raise AssertionError(f'the cancelled job left its child {child} running')
+
+
+DEMO = 'configs/demo/retinanet_r18-aconc_fpn_demo.py'
+
+
+def _opts(data_root):
+    return ['--data-root', data_root, '--cfg-options', 'train_cfg.max_iters=3',
+            'train_cfg.val_interval=3', 'default_hooks.checkpoint.interval=3',
+            'model.test_cfg.score_thr=0.0', 'randomness.seed=0']
+
+
+@pytest.mark.slow
+def test_slurm_train_on_a_cpu_partition_equals_torchrun(repo_root, demo_coco, tmp_path):
+    """GPUS_PER_NODE=0: two srun tasks train with gloo; the checkpoint is the one a
+    2-rank torchrun run (tools/dist_train.sh) writes; slurm_test.sh evaluates it."""
+    import torch
+    env = dict(os.environ, GPUS='2', GPUS_PER_NODE='0', CPUS_PER_TASK='1',
+               OMP_NUM_THREADS='1', SRUN_ARGS='--time=10', PYTHONWARNINGS='ignore')
+    slurm_dir = tmp_path / 'slurm'
+    proc = subprocess.run(
+        ['bash', 'tools/slurm_train.sh', 'debug', 'acon-test', DEMO, str(slurm_dir),
+         *_opts(demo_coco['data_root'])],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'Distributed launcher: slurm' in proc.stdout, proc.stdout[-2000:]
+    assert 'Distributed training: True' in proc.stdout and 'GPU number: 2' in proc.stdout
+    torchrun_dir = tmp_path / 'torchrun'
+    proc = subprocess.run(
+        ['bash', 'tools/dist_train.sh', DEMO, '2', '--work-dir', str(torchrun_dir), '--cpu',
+         *_opts(demo_coco['data_root'])],
+        cwd=repo_root, env=dict(env, PORT='29731'), capture_output=True, text=True,
+        timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(slurm_dir / 'iter_3.pth', map_location='cpu', weights_only=False)
+    b = torch.load(torchrun_dir / 'iter_3.pth', map_location='cpu', weights_only=False)
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for k, v in a['state_dict'].items():
+        assert torch.equal(v, b['state_dict'][k]), k
+    proc = subprocess.run(
+        ['bash', 'tools/slurm_test.sh', 'debug', 'acon-test', DEMO,
+         str(slurm_dir / 'iter_3.pth'), '--work-dir', str(tmp_path / 'test'),
+         *_opts(demo_coco['data_root'])],
+        cwd=repo_root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'coco/bbox_mAP:' in proc.stdout + proc.stderr
